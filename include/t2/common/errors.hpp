@@ -1,0 +1,34 @@
+// Typed errors of t2. Every failure caused by input (a file, a flag, a request)
+// is one of these, so callers (the CLI, later the HTTP server) can report it
+// cleanly instead of aborting.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace t2 {
+
+// Base of all t2 errors.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A model, tokenizer, cache or expert file is missing, malformed or inconsistent.
+class LoadError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A caller passed a value outside what is supported (bad flag, bad parameter).
+class InvalidArgument : public Error {
+ public:
+  InvalidArgument(const std::string& param, const std::string& message)
+      : Error(message), param_(param) {}
+  const std::string& param() const { return param_; }
+
+ private:
+  std::string param_;
+};
+
+}  // namespace t2

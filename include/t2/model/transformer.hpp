@@ -1,0 +1,65 @@
+// The Llama-family decoder (Llama 1/2/3, Mistral, Qwen2): RMSNorm, RoPE,
+// grouped-query attention, SwiGLU MLP. One forward serves prefill, decode and
+// mixed batches over a KV cache; a cache-free variant runs under autograd.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "t2/model/config.hpp"
+#include "t2/model/kv_cache.hpp"
+#include "t2/model/weights.hpp"
+
+namespace t2::model {
+
+// Tokens to append to the sequence in `slot` of a KV cache.
+struct Chunk {
+  int64_t slot = 0;
+  std::vector<int64_t> tokens;
+};
+
+enum class LogitsScope { kLastToken, kAllTokens };
+
+class Transformer {
+ public:
+  Transformer(ModelConfig config, ModelWeights weights, Placement placement);
+  // Loads config.json and the safetensors of a Hugging Face model folder.
+  static Transformer load(const std::filesystem::path& model_dir, const Placement& placement);
+
+  const ModelConfig& config() const { return config_; }
+  const Placement& placement() const { return placement_; }
+  const ModelWeights& weights() const { return weights_; }
+  // The base model's adaptable matrices; SVF supplies other sets of the same shape.
+  const ProjectionSet& base_projections() const { return weights_.projections; }
+
+  // Appends each chunk to its cache slot and returns float32 logits:
+  // [chunks, vocab] for each chunk's last token, or [chunks, max_len, vocab].
+  at::Tensor forward(const std::vector<Chunk>& chunks, KVCache& cache, const ProjectionSet& projections,
+                     LogitsScope scope = LogitsScope::kLastToken) const;
+
+  // Whole right-padded sequences without a cache: tokens [B, T] (int64),
+  // lengths [B]; returns float32 logits [B, T, vocab]. Differentiable in the
+  // projections, for training.
+  at::Tensor forward_full(const at::Tensor& tokens, const std::vector<int64_t>& lengths,
+                          const ProjectionSet& projections) const;
+
+ private:
+  struct Attention;  // per-call positions, mask and cache addressing
+  at::Tensor decode_layers(at::Tensor hidden, const Attention& attention, const ProjectionSet& projections,
+                           KVCache* cache) const;
+  at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  Placement placement_;
+  at::Tensor rope_cos_;  // [max_positions, head_dim], float32
+  at::Tensor rope_sin_;
+};
+
+// Inverse RoPE frequencies [head_dim / 2] with the config's scaling applied.
+at::Tensor rope_inverse_frequencies(const ModelConfig& config);
+
+}  // namespace t2::model

@@ -1,0 +1,89 @@
+// Model weights: the tensors of a Hugging Face Llama-family checkpoint, placed
+// on a device in a dtype. The matrices that SVF adapts live apart, in a
+// ProjectionSet, so a batch can run with an adapted set in their place.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "t2/model/config.hpp"
+
+namespace t2::model {
+
+// The seven linear maps of a decoder layer, all candidates for SVF.
+enum class Projection : int { kQ, kK, kV, kO, kGate, kUp, kDown };
+constexpr int kNumProjections = 7;
+constexpr std::array<Projection, kNumProjections> kAllProjections = {
+    Projection::kQ, Projection::kK, Projection::kV, Projection::kO,
+    Projection::kGate, Projection::kUp, Projection::kDown};
+
+// HF module path, e.g. "self_attn.q_proj" or "mlp.up_proj".
+const char* projection_module(Projection p);
+// HF weight name, e.g. "model.layers.3.mlp.up_proj.weight".
+std::string projection_weight_name(int64_t layer, Projection p);
+// [out_features, in_features] of a projection under `config`.
+std::array<int64_t, 2> projection_shape(const ModelConfig& config, Projection p);
+
+// One weight matrix per layer and projection. Copies are cheap and share
+// storage, so an adapted set that replaces a few matrices costs only those.
+class ProjectionSet {
+ public:
+  ProjectionSet() = default;
+  explicit ProjectionSet(int64_t num_layers) : layers_(static_cast<size_t>(num_layers)) {}
+
+  const at::Tensor& get(int64_t layer, Projection p) const {
+    return layers_.at(static_cast<size_t>(layer))[static_cast<size_t>(p)];
+  }
+  void set(int64_t layer, Projection p, at::Tensor weight) {
+    layers_.at(static_cast<size_t>(layer))[static_cast<size_t>(p)] = std::move(weight);
+  }
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+
+ private:
+  std::vector<std::array<at::Tensor, kNumProjections>> layers_;
+};
+
+struct LayerWeights {
+  at::Tensor input_norm;           // [hidden]
+  at::Tensor post_attention_norm;  // [hidden]
+  // Biases by projection; undefined where the architecture has none.
+  std::array<at::Tensor, kNumProjections> bias;
+};
+
+// A tensor a checkpoint must provide: its HF name and shape.
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+// Every tensor the loader reads for `config`, in a stable order.
+std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& config);
+
+// Where weights live and in which dtype they compute.
+struct Placement {
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+
+  // "auto" picks CUDA when present; dtype "auto" is float32 on CPU, bfloat16 on CUDA.
+  static Placement parse(const std::string& device, const std::string& dtype);
+};
+
+struct ModelWeights {
+  at::Tensor embed_tokens;  // [vocab, hidden]
+  at::Tensor final_norm;    // [hidden]
+  at::Tensor lm_head;       // [vocab, hidden]; the embedding itself when tied
+  std::vector<LayerWeights> layers;
+  ProjectionSet projections;  // the base model's matrices
+
+  // Reads model.safetensors or the shards named by model.safetensors.index.json.
+  static ModelWeights load(const std::filesystem::path& model_dir, const ModelConfig& config,
+                           const Placement& placement);
+  // Random weights of the config's shape (for benchmarks of shapes with no checkpoint).
+  static ModelWeights random(const ModelConfig& config, const Placement& placement, uint64_t seed);
+};
+
+}  // namespace t2::model

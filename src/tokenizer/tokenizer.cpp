@@ -1,0 +1,90 @@
+#include "t2/tokenizer/tokenizer.hpp"
+
+#include <sentencepiece_processor.h>
+
+#include "t2/common/errors.hpp"
+
+namespace t2::tokenizer {
+namespace {
+
+// SentencePiece decodes an incomplete UTF-8 sequence as U+FFFD.
+bool ends_with_replacement_char(const std::string& s) {
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  return s.size() >= kReplacement.size() && s.compare(s.size() - kReplacement.size(), kReplacement.size(), kReplacement) == 0;
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(std::shared_ptr<const sentencepiece::SentencePieceProcessor> processor)
+    : processor_(std::move(processor)) {}
+
+Tokenizer Tokenizer::load(const std::filesystem::path& path) {
+  const auto file = std::filesystem::is_directory(path) ? path / "tokenizer.model" : path;
+  if (!std::filesystem::exists(file)) throw LoadError(file.string() + ": tokenizer model not found");
+  auto processor = std::make_shared<sentencepiece::SentencePieceProcessor>();
+  const auto status = processor->Load(file.string());
+  if (!status.ok()) throw LoadError(file.string() + ": cannot load SentencePiece model: " + status.ToString());
+  return Tokenizer(std::move(processor));
+}
+
+std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
+  std::vector<int> ids;
+  const auto status = processor_->Encode(text, &ids);
+  if (!status.ok()) throw InvalidArgument("prompt", "cannot tokenize text: " + status.ToString());
+  std::vector<int64_t> out;
+  out.reserve(ids.size() + 1);
+  if (add_bos && bos_id() >= 0) out.push_back(bos_id());
+  out.insert(out.end(), ids.begin(), ids.end());
+  return out;
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  std::vector<int> narrow;
+  narrow.reserve(ids.size());
+  for (const int64_t id : ids) {
+    if (id < 0 || id >= vocab_size()) throw InvalidArgument("tokens", "token id " + std::to_string(id) + " is outside the vocabulary");
+    narrow.push_back(static_cast<int>(id));
+  }
+  std::string text;
+  const auto status = processor_->Decode(narrow, &text);
+  if (!status.ok()) throw Error("cannot decode tokens: " + status.ToString());
+  return text;
+}
+
+std::string Tokenizer::piece(int64_t id) const {
+  if (id < 0 || id >= vocab_size()) throw InvalidArgument("tokens", "token id " + std::to_string(id) + " is outside the vocabulary");
+  return processor_->IdToPiece(static_cast<int>(id));
+}
+
+int64_t Tokenizer::vocab_size() const { return processor_->GetPieceSize(); }
+int64_t Tokenizer::bos_id() const { return processor_->bos_id(); }
+int64_t Tokenizer::eos_id() const { return processor_->eos_id(); }
+
+StreamDecoder::StreamDecoder(Tokenizer tokenizer, const std::vector<int64_t>& context)
+    : tokenizer_(std::move(tokenizer)), tokens_(context) {
+  // A few context tokens suffice to place the leading space of the next piece.
+  constexpr size_t kContextWindow = 4;
+  read_offset_ = tokens_.size();
+  prefix_offset_ = read_offset_ > kContextWindow ? read_offset_ - kContextWindow : 0;
+}
+
+std::string StreamDecoder::push(int64_t token) {
+  tokens_.push_back(token);
+  const auto begin = tokens_.begin() + static_cast<std::ptrdiff_t>(prefix_offset_);
+  const std::string prefix_text = tokenizer_.decode({begin, tokens_.begin() + static_cast<std::ptrdiff_t>(read_offset_)});
+  const std::string full_text = tokenizer_.decode({begin, tokens_.end()});
+  if (full_text.size() <= prefix_text.size() || ends_with_replacement_char(full_text)) return "";
+  prefix_offset_ = read_offset_;
+  read_offset_ = tokens_.size();
+  return full_text.substr(prefix_text.size());
+}
+
+std::string StreamDecoder::flush() {
+  const auto begin = tokens_.begin() + static_cast<std::ptrdiff_t>(prefix_offset_);
+  const std::string prefix_text = tokenizer_.decode({begin, tokens_.begin() + static_cast<std::ptrdiff_t>(read_offset_)});
+  const std::string full_text = tokenizer_.decode({begin, tokens_.end()});
+  prefix_offset_ = read_offset_ = tokens_.size();
+  return full_text.size() > prefix_text.size() ? full_text.substr(prefix_text.size()) : "";
+}
+
+}  // namespace t2::tokenizer
