@@ -50,7 +50,7 @@ t2_run() {
 }
 field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(f"{d[sys.argv[2]]:.{sys.argv[3]}f}")' "$@"; }
 
-echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'), nproc: $(nproc), CPU: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'), nproc: $(nproc), CPU: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), load average at start: $(cut -d" " -f1-3 /proc/loadavg)"
 echo
 echo "| engine | build / batch | threads | decode tok/s (all sequences) | ms per step |"
 echo "|---|---|---|---|---|"

@@ -1,0 +1,82 @@
+#include "support.hpp"
+
+#include <cstdlib>
+#include <fstream>
+
+#include <ATen/ATen.h>
+
+#include "t2/model/config.hpp"
+#include "t2/model/safetensors.hpp"
+#include "t2/model/weights.hpp"
+
+namespace t2::testing {
+
+std::filesystem::path models_dir() {
+  const char* env = std::getenv("T2_MODELS_DIR");
+  return env != nullptr && *env != '\0' ? std::filesystem::path(env) : std::filesystem::path(T2_DEFAULT_MODELS_DIR);
+}
+
+std::filesystem::path reference_dir() { return T2_REFERENCE_DIR; }
+std::filesystem::path t2_binary() { return T2_BINARY; }
+
+bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string(ci) == "true";
+}
+
+std::filesystem::path fresh_dir(const std::string& name) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string test = info != nullptr ? std::string(info->test_suite_name()) + "." + info->name() : "global";
+  const auto dir = std::filesystem::temp_directory_path() / ("t2_test_" + std::to_string(::getpid())) / test / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+nlohmann::json tiny_config() {
+  return {
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"hidden_size", 32},
+      {"intermediate_size", 48},
+      {"num_hidden_layers", 2},
+      {"num_attention_heads", 4},
+      {"num_key_value_heads", 2},
+      {"vocab_size", 64},
+      {"max_position_embeddings", 128},
+      {"rms_norm_eps", 1e-5},
+      {"rope_theta", 10000.0},
+      {"tie_word_embeddings", false},
+      {"hidden_act", "silu"},
+      {"bos_token_id", 1},
+      {"eos_token_id", 2},
+  };
+}
+
+void write_random_checkpoint(const std::filesystem::path& dir, const nlohmann::json& config, uint64_t seed,
+                             int shards) {
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << config.dump(2);
+  const model::ModelConfig parsed = model::ModelConfig::from_json(config, "test config");
+  at::manual_seed(seed);
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> files(static_cast<size_t>(shards));
+  size_t i = 0;
+  for (const auto& spec : model::checkpoint_tensor_specs(parsed)) {
+    const bool is_norm = spec.name.find("norm") != std::string::npos;
+    at::Tensor t = at::randn(spec.shape) * (is_norm ? 0.1 : 0.3) + (is_norm ? 1.0 : 0.0);
+    files[i++ % files.size()].emplace_back(spec.name, t);
+  }
+  if (shards == 1) {
+    model::write_safetensors(dir / "model.safetensors", files[0]);
+    return;
+  }
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (size_t f = 0; f < files.size(); ++f) {
+    const std::string name = "model-0000" + std::to_string(f + 1) + "-of-0000" + std::to_string(shards) + ".safetensors";
+    model::write_safetensors(dir / name, files[f]);
+    for (const auto& [tensor, value] : files[f]) weight_map[tensor] = name;
+  }
+  std::ofstream(dir / "model.safetensors.index.json") << nlohmann::json{{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}}.dump(2);
+}
+
+}  // namespace t2::testing
