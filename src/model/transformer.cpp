@@ -13,7 +13,7 @@ struct Transformer::Attention {
   at::Tensor cos, sin;   // [B, T, 1, D] in the compute dtype
   at::Tensor mask;       // [B, 1, T, L] bool, true = may attend
   // Cache addressing (undefined without a cache):
-  at::Tensor valid_rows;  // flat indices into [B * T] of real (unpadded) tokens
+  at::Tensor valid_rows;  // flat indices into [B * T] of real tokens; undefined when none is padding
   at::Tensor write_rows;  // flat indices into [slots * capacity] for those tokens
   at::Tensor read_slots;  // [B] slots to read, or undefined when they are first_slot.. contiguous
   int64_t first_slot = 0;
@@ -62,10 +62,8 @@ Transformer Transformer::load(const std::filesystem::path& model_dir, const Plac
 }
 
 at::Tensor Transformer::rms_norm(const at::Tensor& x, const at::Tensor& weight) const {
-  // As HF: normalise in float32, cast back, then scale.
-  const at::Tensor x32 = x.to(at::kFloat);
-  const at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + config_.rms_norm_eps);
-  return weight * normed.to(x.scalar_type());
+  // One fused kernel on CUDA; the same float32 math as HF's LlamaRMSNorm.
+  return at::rms_norm(x, {config_.hidden_size}, weight, config_.rms_norm_eps);
 }
 
 namespace {
@@ -114,8 +112,12 @@ at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, 
       at::Tensor& cache_k = cache->keys(l);
       at::Tensor& cache_v = cache->values(l);
       const int64_t rows = cache_k.size(0) * cache_k.size(1);
-      cache_k.view({rows, KV, D}).index_copy_(0, attn.write_rows, k.reshape({B * T, KV, D}).index_select(0, attn.valid_rows));
-      cache_v.view({rows, KV, D}).index_copy_(0, attn.write_rows, v.reshape({B * T, KV, D}).index_select(0, attn.valid_rows));
+      const auto real_rows = [&](const at::Tensor& x) {
+        const at::Tensor flat = x.reshape({B * T, KV, D});
+        return attn.valid_rows.defined() ? flat.index_select(0, attn.valid_rows) : flat;
+      };
+      cache_k.view({rows, KV, D}).index_copy_(0, attn.write_rows, real_rows(k));
+      cache_v.view({rows, KV, D}).index_copy_(0, attn.write_rows, real_rows(v));
       if (attn.read_slots.defined()) {
         keys = cache_k.narrow(1, 0, L).index_select(0, attn.read_slots);
         values = cache_v.narrow(1, 0, L).index_select(0, attn.read_slots);
@@ -214,7 +216,8 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
   attn.cos = rope_cos_.index_select(0, positions.view(-1)).view({B, T, 1, -1}).to(placement_.dtype);
   attn.sin = rope_sin_.index_select(0, positions.view(-1)).view({B, T, 1, -1}).to(placement_.dtype);
   attn.mask = attention_mask(to_device(starts), to_device(counts), T, L, config_.sliding_window);
-  attn.valid_rows = to_device(valid_rows);
+  // Without padding (every decode step) all rows are real.
+  if (static_cast<int64_t>(valid_rows.size()) != B * T) attn.valid_rows = to_device(valid_rows);
   attn.write_rows = to_device(write_rows);
   attn.batch = B;
   attn.key_length = L;
