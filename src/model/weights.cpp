@@ -1,9 +1,11 @@
 #include "t2/model/weights.hpp"
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <map>
-#include <set>
 
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <nlohmann/json.hpp>
 
 #include "t2/common/errors.hpp"
@@ -73,7 +75,32 @@ class Checkpoint {
     }
   }
 
-  bool contains(const std::string& name) const { return owner_.count(name) > 0; }
+  // 64-bit FNV-1a over each tensor's name, dtype, shape and a sample of its
+  // bytes (head, tail and one 4 KiB block per MiB): any re-training changes it,
+  // and it costs milliseconds even for an 8B model.
+  std::string fingerprint() const {
+    uint64_t h = 1469598103934665603ull;
+    const auto mix = [&h](const void* data, size_t n) {
+      const auto* p = static_cast<const unsigned char*>(data);
+      for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    };
+    for (const auto& [name, file_index] : owner_) {
+      const TensorView* view = files_[file_index].find(name);
+      if (view == nullptr) continue;
+      mix(name.data(), name.size());
+      const int dtype = static_cast<int>(view->dtype);
+      mix(&dtype, sizeof dtype);
+      mix(view->shape.data(), view->shape.size() * sizeof(int64_t));
+      constexpr size_t kBlock = 4096, kStride = 1 << 20;
+      for (size_t offset = 0; offset < view->nbytes; offset += kStride) {
+        mix(view->data + offset, std::min(kBlock, view->nbytes - offset));
+      }
+      if (view->nbytes > kBlock) mix(view->data + view->nbytes - kBlock, kBlock);
+    }
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    return hex;
+  }
 
   // The tensor, checked for shape, converted to the placement.
   at::Tensor read(const std::string& name, const std::vector<int64_t>& shape, const Placement& placement) const {
@@ -197,12 +224,21 @@ Placement Placement::parse(const std::string& device, const std::string& dtype) 
   return p;
 }
 
+void Placement::synchronize() const {
+  if (device.is_cpu()) return;
+  c10::impl::VirtualGuardImpl(device.type()).synchronizeDevice(device.index());
+}
+
 ModelWeights ModelWeights::load(const std::filesystem::path& model_dir, const ModelConfig& config,
                                 const Placement& placement) {
   const Checkpoint checkpoint(model_dir);
   return assemble(config, [&](const std::string& name, const std::vector<int64_t>& shape) {
     return checkpoint.read(name, shape, placement);
   });
+}
+
+std::string checkpoint_fingerprint(const std::filesystem::path& model_dir) {
+  return Checkpoint(model_dir).fingerprint();
 }
 
 ModelWeights ModelWeights::random(const ModelConfig& config, const Placement& placement, uint64_t seed) {

@@ -31,4 +31,10 @@ class InvalidArgument : public Error {
   std::string param_;
 };
 
+// A named thing (expert, model, file) does not exist.
+class NotFound : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace t2

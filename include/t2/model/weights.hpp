@@ -70,7 +70,13 @@ struct Placement {
 
   // "auto" picks CUDA when present; dtype "auto" is float32 on CPU, bfloat16 on CUDA.
   static Placement parse(const std::string& device, const std::string& dtype);
+  // Waits for the work queued on the device (no-op on the CPU).
+  void synchronize() const;
 };
+
+// A short hex digest identifying a checkpoint's weights (names, shapes, dtypes
+// and sampled bytes), used to key SVD caches and to match experts to models.
+std::string checkpoint_fingerprint(const std::filesystem::path& model_dir);
 
 struct ModelWeights {
   at::Tensor embed_tokens;  // [vocab, hidden]

@@ -1,0 +1,237 @@
+#include "t2/svf/adapter_store.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <set>
+#include <sstream>
+
+#include <c10/core/InferenceMode.h>
+
+#include "t2/common/errors.hpp"
+#include "t2/svf/compose.hpp"
+
+namespace t2::svf {
+namespace {
+
+constexpr int kMaxMixtureDepth = 4;  // a mixture of mixtures of ... (guards against cycles)
+
+void check_coefficient(const std::string& name, double a) {
+  if (!std::isfinite(a) || a < 0) {
+    throw InvalidArgument("mixture", "coefficient of '" + name + "' must be finite and >= 0");
+  }
+}
+
+}  // namespace
+
+Adaptation Adaptation::parse_mixture(const std::string& text) {
+  Adaptation a;
+  std::stringstream items(text);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) throw InvalidArgument("mixture", "expected name=weight, got '" + item + "'");
+    const std::string name = item.substr(0, eq);
+    double weight = 0;
+    try {
+      size_t used = 0;
+      weight = std::stod(item.substr(eq + 1), &used);
+      if (used != item.size() - eq - 1) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+      throw InvalidArgument("mixture", "weight of '" + name + "' is not a number");
+    }
+    check_coefficient(name, weight);
+    a.coefficients.emplace_back(name, weight);
+  }
+  if (a.coefficients.empty()) throw InvalidArgument("mixture", "empty mixture");
+  return a;
+}
+
+std::string Adaptation::key() const {
+  if (coefficients.empty()) return "base";
+  if (coefficients.size() == 1 && coefficients[0].second == 1.0) return coefficients[0].first;
+  auto sorted = coefficients;
+  std::sort(sorted.begin(), sorted.end());
+  std::string k;
+  for (const auto& [name, weight] : sorted) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%.9g", weight);
+    k += (k.empty() ? "" : ",") + name + "=" + buffer;
+  }
+  return k;
+}
+
+AdapterStore::AdapterStore(const model::Transformer& model, const SvdCache& cache, int64_t budget_bytes)
+    : model_(model), fingerprint_(cache.fingerprint()), targets_(cache.targets()), budget_bytes_(budget_bytes) {
+  c10::InferenceMode guard;
+  const auto& placement = model.placement();
+  for (const auto& [id, f] : cache.factors()) {
+    factors_.emplace(id, SvdFactors{f.U.to(placement.device, placement.dtype), f.s.to(placement.device, at::kFloat),
+                                    f.Vh.to(placement.device, placement.dtype)});
+    stats_.factor_bytes += static_cast<int64_t>(factors_.at(id).U.nbytes() + factors_.at(id).s.nbytes() +
+                                                factors_.at(id).Vh.nbytes());
+  }
+}
+
+void AdapterStore::add(Expert expert, bool force) {
+  expert.validate_for(model_.config(), fingerprint_, force);
+  for (const auto& matrix : expert.matrices()) {
+    const auto id = parse_weight_name(matrix, model_.config().num_layers);
+    if (!id || factors_.count(*id) == 0) {
+      throw LoadError("expert '" + expert.name + "': adapts '" + matrix + "', which the SVD cache (targets " +
+                      to_string(targets_) + ") does not cover; rebuild it with --targets all");
+    }
+  }
+  const std::string name = expert.name;
+  std::lock_guard<std::mutex> lock(mutex_);
+  experts_.erase(name);
+  experts_.emplace(name, std::move(expert));
+  // Compositions that used an older version of this expert are stale.
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    const auto& used = it->second.experts;
+    if (std::find(used.begin(), used.end(), name) != used.end()) {
+      stats_.cached_bytes -= it->second.bytes;
+      lru_.erase(it->second.lru);
+      it = cache_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool AdapterStore::remove(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (experts_.erase(name) == 0) return false;
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    const auto& used = it->second.experts;
+    if (std::find(used.begin(), used.end(), name) != used.end()) {
+      stats_.cached_bytes -= it->second.bytes;
+      lru_.erase(it->second.lru);
+      it = cache_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return true;
+}
+
+std::vector<Expert> AdapterStore::experts() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<Expert> out;
+  for (const auto& [name, e] : experts_) out.push_back(e);
+  return out;
+}
+
+std::optional<Expert> AdapterStore::find(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = experts_.find(name);
+  return it == experts_.end() ? std::nullopt : std::optional<Expert>(it->second);
+}
+
+std::map<MatrixId, at::Tensor> AdapterStore::resolve(const Adaptation& adaptation) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::string> used;
+  return resolve_locked(adaptation, 0, used);
+}
+
+std::map<MatrixId, at::Tensor> AdapterStore::resolve_locked(const Adaptation& adaptation, int depth,
+                                                            std::vector<std::string>& used) const {
+  if (depth > kMaxMixtureDepth) throw InvalidArgument("mixture", "mixtures nest too deeply (a cycle?)");
+  // z = sum_k a_k z_k; a matrix an expert leaves alone counts as z_k = 1 there.
+  std::map<MatrixId, at::Tensor> mixed;
+  const auto add_term = [&](const MatrixId& id, const at::Tensor& z, double a) {
+    auto it = mixed.find(id);
+    if (it == mixed.end()) it = mixed.emplace(id, at::zeros_like(factors_.at(id).s)).first;
+    it->second.add_(z.to(it->second.device()), a);
+  };
+  std::vector<std::pair<std::map<MatrixId, at::Tensor>, double>> terms;
+  for (const auto& [name, coefficient] : adaptation.coefficients) {
+    check_coefficient(name, coefficient);
+    const auto it = experts_.find(name);
+    if (it == experts_.end()) throw NotFound("expert '" + name + "' is not loaded");
+    used.push_back(name);
+    const Expert& e = it->second;
+    if (e.kind == ExpertKind::kSvf) {
+      std::map<MatrixId, at::Tensor> z;
+      for (const auto& [matrix, vector] : e.z) z.emplace(*parse_weight_name(matrix, model_.config().num_layers), vector);
+      terms.emplace_back(std::move(z), coefficient);
+      continue;
+    }
+    // A stored mixture: its components, each with a global or per-matrix coefficient.
+    for (const MixtureComponent& c : e.components) {
+      const auto inner = resolve_locked(Adaptation::expert(c.expert), depth + 1, used);
+      std::map<MatrixId, at::Tensor> scaled;
+      for (const auto& [id, z] : inner) scaled.emplace(id, z * c.coefficient_for(id.weight_name()));
+      terms.emplace_back(std::move(scaled), coefficient);
+    }
+  }
+  std::set<MatrixId> adapted;
+  for (const auto& [z, a] : terms) {
+    for (const auto& [id, v] : z) adapted.insert(id);
+  }
+  for (const auto& [z, a] : terms) {
+    for (const MatrixId& id : adapted) {
+      const auto found = z.find(id);
+      add_term(id, found != z.end() ? found->second : at::ones_like(factors_.at(id).s), a);
+    }
+  }
+  return mixed;
+}
+
+std::shared_ptr<const model::ProjectionSet> AdapterStore::weights(const Adaptation& adaptation) {
+  if (adaptation.is_base()) return nullptr;
+  const std::string key = adaptation.key();
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (const auto it = cache_.find(key); it != cache_.end()) {
+    ++stats_.hits;
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    return it->second.weights;
+  }
+  ++stats_.misses;
+  c10::InferenceMode guard;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::string> used;
+  const auto mixed = resolve_locked(adaptation, 0, used);
+  auto weights = std::make_shared<model::ProjectionSet>(model_.base_projections());
+  int64_t bytes = 0;
+  for (const auto& [id, z] : mixed) {
+    if (z.sum().item<double>() <= 0) {
+      throw InvalidArgument("mixture", "the mixture's z for '" + id.weight_name() + "' is all zeros");
+    }
+    const SvdFactors& f = factors_.at(id);
+    at::Tensor w = compose(f.U, f.s, f.Vh, z);
+    bytes += static_cast<int64_t>(w.nbytes());
+    weights->set(id.layer, id.projection, std::move(w));
+  }
+  model_.placement().synchronize();  // count the kernels' time, not their launch
+  stats_.compose_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  std::sort(used.begin(), used.end());
+  used.erase(std::unique(used.begin(), used.end()), used.end());
+  lru_.push_front(key);
+  cache_.emplace(key, CachedSet{weights, bytes, used, lru_.begin()});
+  stats_.cached_bytes += bytes;
+  evict_locked();
+  return weights;
+}
+
+void AdapterStore::evict_locked() {
+  // Oldest first; the newest set stays even when it alone exceeds the budget.
+  while (stats_.cached_bytes > budget_bytes_ && cache_.size() > 1) {
+    const std::string oldest = lru_.back();
+    lru_.pop_back();
+    stats_.cached_bytes -= cache_.at(oldest).bytes;
+    cache_.erase(oldest);
+    ++stats_.evictions;
+  }
+}
+
+AdapterStore::Stats AdapterStore::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stats s = stats_;
+  s.cached_sets = static_cast<int64_t>(cache_.size());
+  return s;
+}
+
+}  // namespace t2::svf

@@ -1,0 +1,125 @@
+#include "t2/svf/svd_cache.hpp"
+
+#include <chrono>
+#include <cstdlib>
+
+#include <c10/core/InferenceMode.h>
+
+#include "t2/common/errors.hpp"
+#include "t2/common/log.hpp"
+#include "t2/common/progress.hpp"
+#include "t2/model/safetensors.hpp"
+
+namespace t2::svf {
+namespace {
+
+constexpr const char* kFormat = "t2-svd-v1";
+
+std::string key(const MatrixId& id, const char* part) { return id.weight_name() + "." + part; }
+
+}  // namespace
+
+std::filesystem::path default_cache_dir() {
+  if (const char* dir = std::getenv("T2_CACHE_DIR"); dir != nullptr && *dir != '\0') return dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != '\0') return std::filesystem::path(xdg) / "t2";
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') return std::filesystem::path(home) / ".cache" / "t2";
+  return std::filesystem::temp_directory_path() / "t2-cache";
+}
+
+SvdCache SvdCache::compute(const model::Transformer& model, const std::string& fingerprint, Targets targets,
+                           at::Device device) {
+  c10::InferenceMode guard;
+  SvdCache cache;
+  cache.fingerprint_ = fingerprint;
+  cache.targets_ = targets;
+  const auto ids = target_matrices(model.config(), targets);
+  ProgressBar progress("svd", static_cast<int64_t>(ids.size()));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const at::Tensor w = model.base_projections().get(ids[i].layer, ids[i].projection).to(device, at::kFloat);
+    auto [U, s, Vh] = at::linalg_svd(w, /*full_matrices=*/false);
+    cache.factors_.emplace(ids[i], SvdFactors{U.cpu(), s.cpu(), Vh.cpu()});
+    progress.update(static_cast<int64_t>(i + 1), ids[i].weight_name());
+  }
+  progress.finish(std::to_string(ids.size()) + " matrices");
+  return cache;
+}
+
+const SvdFactors* SvdCache::find(const MatrixId& id) const {
+  const auto it = factors_.find(id);
+  return it == factors_.end() ? nullptr : &it->second;
+}
+
+int64_t SvdCache::bytes() const {
+  int64_t n = 0;
+  for (const auto& [id, f] : factors_) n += static_cast<int64_t>(f.U.nbytes() + f.s.nbytes() + f.Vh.nbytes());
+  return n;
+}
+
+std::filesystem::path SvdCache::path_for(const std::filesystem::path& cache_dir, const std::string& fingerprint,
+                                         Targets targets) {
+  return cache_dir / ("svd-" + fingerprint + "-" + to_string(targets) + ".safetensors");
+}
+
+void SvdCache::save(const std::filesystem::path& path) const {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& [id, f] : factors_) {
+    tensors.emplace_back(key(id, "U"), f.U);
+    tensors.emplace_back(key(id, "s"), f.s);
+    tensors.emplace_back(key(id, "Vh"), f.Vh);
+  }
+  std::filesystem::create_directories(path.parent_path());
+  model::write_safetensors(path, tensors,
+                           {{"format", kFormat}, {"fingerprint", fingerprint_}, {"targets", to_string(targets_)}});
+}
+
+SvdCache SvdCache::load(const std::filesystem::path& path, const model::ModelConfig& config,
+                        const std::string& fingerprint, Targets targets) {
+  const auto file = model::SafetensorsFile::open(path);
+  const auto meta = [&](const char* k) {
+    const auto it = file.metadata().find(k);
+    return it == file.metadata().end() ? std::string() : it->second;
+  };
+  const std::string where = path.string();
+  if (meta("format") != kFormat) throw LoadError(where + ": not a t2 SVD cache (format '" + meta("format") + "')");
+  if (meta("fingerprint") != fingerprint) {
+    throw LoadError(where + ": made for weights " + meta("fingerprint") + ", the model is " + fingerprint);
+  }
+  if (meta("targets") != to_string(targets)) throw LoadError(where + ": holds targets '" + meta("targets") + "'");
+  SvdCache cache;
+  cache.fingerprint_ = fingerprint;
+  cache.targets_ = targets;
+  for (const MatrixId& id : target_matrices(config, targets)) {
+    const auto shape = model::projection_shape(config, id.projection);
+    const int64_t r = std::min(shape[0], shape[1]);
+    const auto read = [&](const char* part, std::vector<int64_t> expected) {
+      const model::TensorView* view = file.find(key(id, part));
+      if (view == nullptr) throw LoadError(where + ": missing tensor '" + key(id, part) + "'");
+      if (view->shape != expected || view->dtype != at::kFloat) {
+        throw LoadError(where + ": tensor '" + key(id, part) + "' has the wrong shape or dtype");
+      }
+      return view->to_tensor();
+    };
+    cache.factors_.emplace(id, SvdFactors{read("U", {shape[0], r}), read("s", {r}), read("Vh", {r, shape[1]})});
+  }
+  return cache;
+}
+
+SvdCache::Loaded SvdCache::load_or_build(const model::Transformer& model, const std::string& fingerprint,
+                                         Targets targets, const std::filesystem::path& cache_dir, at::Device device) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  const auto path = path_for(cache_dir, fingerprint, targets);
+  if (std::filesystem::exists(path)) {
+    try {
+      SvdCache cache = load(path, model.config(), fingerprint, targets);
+      return {std::move(cache), path, false, seconds()};
+    } catch (const LoadError& e) {
+      log::warn("SVD cache " + path.string() + " is stale or corrupt, rebuilding: " + e.what());
+    }
+  }
+  SvdCache cache = compute(model, fingerprint, targets, device);
+  cache.save(path);
+  return {std::move(cache), path, true, seconds()};
+}
+
+}  // namespace t2::svf
