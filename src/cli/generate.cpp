@@ -27,6 +27,8 @@ struct GenerateOptions {
   bool ignore_eos = false;
   bool no_bos = false;
   PlacementOptions placement;
+  SvfOptions svf;
+  AdaptationOptions adaptation;
 };
 
 void run_generate(const GenerateOptions& o) {
@@ -40,6 +42,7 @@ void run_generate(const GenerateOptions& o) {
   request.max_tokens = o.max_tokens;
   request.stop = o.stop;
   request.ignore_eos = o.ignore_eos;
+  request.projections = adapted_weights(transformer, o.model_dir, o.svf, o.adaptation);
   // Unset sampling flags fall back to generation_config.json (greedy unless it samples).
   auto& s = request.sampling;
   s.temperature = o.temperature.value_or(generation.do_sample ? generation.temperature.value_or(1.0) : 0.0);
@@ -86,6 +89,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", options->ignore_eos, "keep generating past the end-of-sequence token");
   cmd->add_flag("--no-bos", options->no_bos, "do not prepend the BOS token");
   options->placement.add_to(*cmd);
+  options->svf.add_to(*cmd);
+  options->adaptation.add_to(*cmd);
   cmd->callback([options] { run_generate(*options); });
 }
 

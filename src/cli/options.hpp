@@ -2,11 +2,13 @@
 // flags > T2_* environment variables > defaults.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
-#include "t2/model/weights.hpp"
+#include "t2/model/transformer.hpp"
+#include "t2/svf/adapter_store.hpp"
 
 namespace t2::cli {
 
@@ -14,15 +16,36 @@ struct PlacementOptions {
   std::string device = "auto";
   std::string dtype = "auto";
 
-  void add_to(CLI::App& command) {
-    command.add_option("--device", device, "cpu, cuda, cuda:N or auto (CUDA when available)")
-        ->envname("T2_DEVICE")
-        ->capture_default_str();
-    command.add_option("--dtype", dtype, "float32, bfloat16, float16 or auto (float32 on CPU, bfloat16 on CUDA)")
-        ->envname("T2_DTYPE")
-        ->capture_default_str();
-  }
+  void add_to(CLI::App& command);
   model::Placement placement() const { return model::Placement::parse(device, dtype); }
 };
+
+// Where SVD caches and experts live.
+struct SvfOptions {
+  std::string experts_dir = "experts";
+  std::string cache_dir;  // empty: svf::default_cache_dir()
+  std::string targets = "mlp";
+
+  void add_to(CLI::App& command);
+  std::filesystem::path cache_path() const;
+};
+
+// Which adaptation to run with (`--expert` or `--mixture`).
+struct AdaptationOptions {
+  std::string expert;
+  std::string mixture;
+  bool force = false;
+
+  void add_to(CLI::App& command);
+  bool is_base() const { return expert.empty() && mixture.empty(); }
+  svf::Adaptation adaptation() const;
+};
+
+// Builds (or reads) the SVD cache, loads the experts the adaptation names
+// and composes its weights; nullptr for the base model.
+std::shared_ptr<const model::ProjectionSet> adapted_weights(const model::Transformer& model,
+                                                            const std::filesystem::path& model_dir,
+                                                            const SvfOptions& svf,
+                                                            const AdaptationOptions& adaptation);
 
 }  // namespace t2::cli

@@ -87,32 +87,27 @@ void AdapterStore::add(Expert expert, bool force) {
   std::lock_guard<std::mutex> lock(mutex_);
   experts_.erase(name);
   experts_.emplace(name, std::move(expert));
-  // Compositions that used an older version of this expert are stale.
-  for (auto it = cache_.begin(); it != cache_.end();) {
-    const auto& used = it->second.experts;
-    if (std::find(used.begin(), used.end(), name) != used.end()) {
-      stats_.cached_bytes -= it->second.bytes;
-      lru_.erase(it->second.lru);
-      it = cache_.erase(it);
-    } else {
-      ++it;
-    }
+  drop_compositions_using_locked(name);  // they used the older version
+}
+
+void AdapterStore::load_from(const std::filesystem::path& experts_dir, const std::string& name, bool force) {
+  std::vector<std::string> pending = {name};
+  std::set<std::string> seen;
+  while (!pending.empty()) {
+    const std::string next = pending.back();
+    pending.pop_back();
+    if (!seen.insert(next).second) continue;
+    if (!is_valid_expert_name(next)) throw InvalidArgument("expert", "invalid expert name '" + next + "'");
+    Expert expert = Expert::load(experts_dir / next);
+    for (const auto& component : expert.components) pending.push_back(component.expert);
+    add(std::move(expert), force);
   }
 }
 
 bool AdapterStore::remove(const std::string& name) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (experts_.erase(name) == 0) return false;
-  for (auto it = cache_.begin(); it != cache_.end();) {
-    const auto& used = it->second.experts;
-    if (std::find(used.begin(), used.end(), name) != used.end()) {
-      stats_.cached_bytes -= it->second.bytes;
-      lru_.erase(it->second.lru);
-      it = cache_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  drop_compositions_using_locked(name);
   return true;
 }
 
@@ -214,6 +209,19 @@ std::shared_ptr<const model::ProjectionSet> AdapterStore::weights(const Adaptati
   stats_.cached_bytes += bytes;
   evict_locked();
   return weights;
+}
+
+void AdapterStore::drop_compositions_using_locked(const std::string& name) {
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    const auto& used = it->second.experts;
+    if (std::find(used.begin(), used.end(), name) != used.end()) {
+      stats_.cached_bytes -= it->second.bytes;
+      lru_.erase(it->second.lru);
+      it = cache_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void AdapterStore::evict_locked() {

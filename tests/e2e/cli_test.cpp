@@ -4,7 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+
 #include "support.hpp"
+#include "t2/svf/expert.hpp"
+#include "t2/svf/targets.hpp"
 
 namespace {
 
@@ -25,6 +29,13 @@ CommandResult run(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
+// The story `t2 generate` printed, without its [t2] status lines.
+std::string generated_text(const std::string& output) {
+  const auto adaptation = output.find("[t2] adaptation");
+  const size_t start = adaptation == std::string::npos ? 0 : output.find('\n', adaptation) + 1;
+  return output.substr(start, output.find("\n[t2] prompt") - start);
+}
+
 }  // namespace
 
 TEST(Cli, HelpListsSubcommandsAndOptions) {
@@ -38,7 +49,10 @@ TEST(Cli, HelpListsSubcommandsAndOptions) {
                            "--device", "--dtype"}) {
     EXPECT_NE(generate.output.find(flag), std::string::npos) << flag;
   }
-  EXPECT_EQ(run("bench --help").status, 0);
+  for (const char* sub : {"bench", "svd", "experts", "experts list", "experts show", "experts validate", "experts mix",
+                          "experts import"}) {
+    EXPECT_EQ(run(std::string(sub) + " --help").status, 0) << sub;
+  }
 }
 
 TEST(Cli, GenerateStreamsTheStory) {
@@ -63,4 +77,51 @@ TEST(Cli, BadInputGivesAMessageNotACrash) {
   EXPECT_EQ(bad_top_p.status, 2);
   EXPECT_NE(bad_top_p.output.find("top_p"), std::string::npos) << bad_top_p.output;
   EXPECT_NE(run("generate").status, 0);  // --model is required
+}
+
+TEST(Cli, SvdExpertsAndGenerateWithAnExpert) {
+  const auto model = t2::testing::models_dir() / "stories260K";
+  T2_REQUIRE_PATH(model);
+  const auto cache = t2::testing::fresh_dir("cache");
+  const auto experts = t2::testing::fresh_dir("experts");
+  const std::string dirs = " --cache-dir " + cache.string() + " --experts-dir " + experts.string();
+
+  const CommandResult built = run("svd --model " + model.string() + dirs);
+  EXPECT_EQ(built.status, 0) << built.output;
+  EXPECT_NE(built.output.find("built "), std::string::npos) << built.output;
+  EXPECT_NE(built.output.find("15 matrices"), std::string::npos) << built.output;
+  EXPECT_NE(run("svd --model " + model.string() + dirs).output.find("reused "), std::string::npos);
+
+  // Two experts written as a trainer would: z in [0, 2) on every MLP matrix.
+  const auto config = t2::model::ModelConfig::from_file(model / "config.json");
+  for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"calm", 1}, {"wild", 2}}) {
+    at::manual_seed(seed);
+    t2::svf::Expert e;
+    e.name = name;
+    e.description = name + " stories";
+    e.base_fingerprint = t2::model::checkpoint_fingerprint(model);
+    for (const auto& id : t2::svf::target_matrices(config, t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
+    e.save(experts / name);
+  }
+  const CommandResult listed = run("experts list" + std::string(" --experts-dir ") + experts.string());
+  EXPECT_NE(listed.output.find("calm"), std::string::npos) << listed.output;
+  EXPECT_NE(listed.output.find("wild stories"), std::string::npos) << listed.output;
+  EXPECT_EQ(run("experts validate --model " + model.string() + " --experts-dir " + experts.string()).status, 0);
+  const CommandResult mixed = run("experts mix --out blend calm=0.5 wild=0.5 --experts-dir " + experts.string());
+  EXPECT_EQ(mixed.status, 0) << mixed.output;
+  EXPECT_NE(run("experts show blend --experts-dir " + experts.string()).output.find("\"kind\": \"mixture\""), std::string::npos);
+
+  const std::string generate = "generate --model " + model.string() + dirs + " --max-tokens 30 --prompt 'Once upon a time'";
+  const CommandResult base = run(generate);
+  const CommandResult calm = run(generate + " --expert calm");
+  const CommandResult blend = run(generate + " --expert blend");
+  const CommandResult inline_blend = run(generate + " --mixture calm=0.5,wild=0.5");
+  EXPECT_EQ(calm.status, 0) << calm.output;
+  EXPECT_NE(calm.output.find("adaptation calm"), std::string::npos) << calm.output;
+  EXPECT_NE(generated_text(calm.output), generated_text(base.output));
+  EXPECT_EQ(generated_text(blend.output), generated_text(inline_blend.output));
+  EXPECT_FALSE(generated_text(blend.output).empty());
+  const CommandResult missing = run(generate + " --expert nobody");
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.output.find("nobody"), std::string::npos) << missing.output;
 }

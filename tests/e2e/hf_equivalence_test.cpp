@@ -49,7 +49,7 @@ class HfEquivalence : public ::testing::TestWithParam<std::string> {};
 }  // namespace
 
 TEST_P(HfEquivalence, Float32OnCpuWithin1e4) {
-  const auto folder = t2::testing::reference_dir() / GetParam() / "float32";
+  const auto folder = t2::testing::reference_dir() / "hf" / GetParam() / "float32";
   T2_REQUIRE_PATH(folder / "reference.safetensors");
   const Comparison c = compare(folder, {at::kCPU, at::kFloat});
   ASSERT_EQ(c.ours.sizes(), c.reference.sizes());
@@ -60,7 +60,7 @@ TEST_P(HfEquivalence, Float32OnCpuWithin1e4) {
 
 TEST_P(HfEquivalence, Bfloat16OnCudaWithin2e2Relative) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  const auto folder = t2::testing::reference_dir() / GetParam() / "bfloat16";
+  const auto folder = t2::testing::reference_dir() / "hf" / GetParam() / "bfloat16";
   ASSERT_TRUE(std::filesystem::exists(folder / "reference.safetensors")) << "the fixture writes it when CUDA is present";
   const Comparison c = compare(folder, {at::Device(at::kCUDA, 0), at::kBFloat16});
   const double relative = (c.ours - c.reference).norm().item<double>() / c.reference.norm().item<double>();

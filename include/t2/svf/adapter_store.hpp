@@ -55,6 +55,9 @@ class AdapterStore {
   // Validates the expert against the model and the cached targets (see
   // Expert::validate_for) and adds or replaces it.
   void add(Expert expert, bool force = false);
+  // Loads `name` from `experts_dir` (and, for a mixture, its components),
+  // never reading outside that folder. Throws NotFound / LoadError.
+  void load_from(const std::filesystem::path& experts_dir, const std::string& name, bool force = false);
   // Removes an expert and the composed sets that used it; false if absent.
   bool remove(const std::string& name);
   std::vector<Expert> experts() const;
@@ -80,6 +83,7 @@ class AdapterStore {
   std::map<MatrixId, at::Tensor> resolve_locked(const Adaptation& adaptation, int depth,
                                                 std::vector<std::string>& used) const;
   void evict_locked();
+  void drop_compositions_using_locked(const std::string& name);
 
   const model::Transformer& model_;
   std::string fingerprint_;

@@ -1,0 +1,320 @@
+// SVF on the real stories260K model: the SVD cache, expert folders and their
+// validation, composition, mixtures and the adapter store.
+#include <fstream>
+#include <thread>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include "support.hpp"
+#include "t2/common/errors.hpp"
+#include "t2/engine/engine.hpp"
+#include "t2/model/safetensors.hpp"
+#include "t2/svf/adapter_store.hpp"
+#include "t2/svf/compose.hpp"
+
+using t2::svf::Adaptation;
+using t2::svf::AdapterStore;
+using t2::svf::Expert;
+using t2::svf::MatrixId;
+using t2::svf::SvdCache;
+using t2::svf::Targets;
+
+TEST(SvfCompose, HandComputedMatrix) {
+  // W = diag(3, 1): U = V = I, s = (3, 1). z = (1, 0.5) gives s*z = (3, 0.5),
+  // rescaled by sum(s) / sum(s*z) = 4 / 3.5.
+  const at::Tensor U = at::eye(2), Vh = at::eye(2);
+  const at::Tensor s = at::tensor({3.0f, 1.0f});
+  const at::Tensor w = t2::svf::compose(U, s, Vh, at::tensor({1.0f, 0.5f}));
+  const at::Tensor expected = at::tensor({3.0f * 4 / 3.5f, 0.0f, 0.0f, 0.5f * 4 / 3.5f}).view({2, 2});
+  EXPECT_TRUE(at::allclose(w, expected, 1e-6, 1e-6)) << w;
+}
+
+TEST(SvfCompose, OnesGiveTheMatrixBackAndScaleKeepsTheNuclearNorm) {
+  at::manual_seed(3);
+  const at::Tensor W = at::randn({9, 5});
+  auto [U, s, Vh] = at::linalg_svd(W, false);
+  EXPECT_LT((t2::svf::compose(U, s, Vh, at::ones({5})) - W).abs().max().item<double>(), 1e-5);
+  const at::Tensor z = at::rand({5}) + 0.1;
+  const at::Tensor adapted = t2::svf::compose(U, s, Vh, z);
+  EXPECT_NEAR(at::linalg_svdvals(adapted).sum().item<double>(), s.sum().item<double>(), 1e-4);
+}
+
+TEST(SvfAdaptation, ParsesAndRejectsMixtures) {
+  const Adaptation a = Adaptation::parse_mixture("math=0.7,code=0.3");
+  ASSERT_EQ(a.coefficients.size(), 2u);
+  EXPECT_EQ(a.key(), "code=0.3,math=0.7");
+  EXPECT_EQ(Adaptation::expert("math").key(), "math");
+  EXPECT_EQ(Adaptation::base().key(), "base");
+  for (const char* bad : {"", "math", "=0.3", "math=x", "math=nan", "math=-0.1", "math=0.5x"}) {
+    EXPECT_THROW(Adaptation::parse_mixture(bad), t2::InvalidArgument) << bad;
+  }
+}
+
+namespace {
+
+class SvfStories : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_dir_ = t2::testing::models_dir() / "stories260K";
+    T2_REQUIRE_PATH(model_dir_);
+    model_.emplace(t2::model::Transformer::load(model_dir_, t2::model::Placement{}));
+    fingerprint_ = t2::model::checkpoint_fingerprint(model_dir_);
+    cache_dir_ = t2::testing::fresh_dir("svd-cache");
+    experts_dir_ = t2::testing::fresh_dir("experts");
+    cache_.emplace(SvdCache::load_or_build(*model_, fingerprint_, Targets::kMlp, cache_dir_, at::kCPU).cache);
+  }
+
+  // An SVF expert with z in [lo, hi) on every MLP matrix.
+  Expert random_expert(const std::string& name, uint64_t seed, double lo = 0.5, double hi = 1.5) const {
+    at::manual_seed(seed);
+    Expert e;
+    e.name = name;
+    e.description = "random test expert";
+    e.base_fingerprint = fingerprint_;
+    for (const auto& id : t2::svf::target_matrices(model_->config(), Targets::kMlp)) {
+      e.z.emplace(id.weight_name(), at::rand({t2::svf::singular_value_count(model_->config(), id.projection)}) * (hi - lo) + lo);
+    }
+    return e;
+  }
+
+  std::string load_error(const std::filesystem::path& dir, bool force = false) const {
+    try {
+      Expert::load(dir).validate_for(model_->config(), fingerprint_, force);
+    } catch (const t2::Error& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  std::vector<int64_t> greedy(const std::shared_ptr<const t2::model::ProjectionSet>& weights, int64_t tokens) const {
+    const auto tokenizer = t2::tokenizer::Tokenizer::load(model_dir_);
+    t2::engine::Engine engine(*model_, tokenizer, {2}, {1, 0});
+    t2::engine::GenerationRequest r;
+    r.prompt = {1};
+    r.sampling.temperature = 0;
+    r.max_tokens = tokens;
+    r.projections = weights;
+    engine.add(r);
+    std::vector<int64_t> out;
+    while (engine.active() > 0) {
+      for (const auto& event : engine.step()) out.push_back(event.token);
+    }
+    return out;
+  }
+
+  at::Tensor logits(const std::shared_ptr<const t2::model::ProjectionSet>& weights) const {
+    c10::InferenceMode guard;
+    const at::Tensor t = at::tensor(std::vector<int64_t>{1, 403, 407, 261, 378}, at::kLong).view({1, -1});
+    return model_->forward_full(t, {5}, weights ? *weights : model_->base_projections());
+  }
+
+  std::filesystem::path model_dir_, cache_dir_, experts_dir_;
+  std::optional<t2::model::Transformer> model_;
+  std::optional<SvdCache> cache_;
+  std::string fingerprint_;
+};
+
+}  // namespace
+
+TEST_F(SvfStories, SvdCacheIsReusedAndRebuiltWhenStaleOrCorrupt) {
+  const auto path = SvdCache::path_for(cache_dir_, fingerprint_, Targets::kMlp);
+  ASSERT_TRUE(std::filesystem::exists(path));
+  EXPECT_EQ(cache_->factors().size(), 15u);  // 5 layers x gate, up, down
+  for (const auto& [id, f] : cache_->factors()) {
+    const at::Tensor w = model_->base_projections().get(id.layer, id.projection);
+    EXPECT_LT((at::matmul(f.U * f.s, f.Vh) - w).abs().max().item<double>(), 1e-5) << id.weight_name();
+  }
+  EXPECT_FALSE(SvdCache::load_or_build(*model_, fingerprint_, Targets::kMlp, cache_dir_, at::kCPU).built);
+
+  // A cache made for other weights, renamed into this model's slot, is stale.
+  cache_->save(path);
+  {
+    auto tensors = std::vector<std::pair<std::string, at::Tensor>>{};
+    const auto file = t2::model::SafetensorsFile::open(path);
+    for (const auto& [name, view] : file.tensors()) tensors.emplace_back(name, view.to_tensor());
+    t2::model::write_safetensors(path, tensors, {{"format", "t2-svd-v1"}, {"fingerprint", "0123456789abcdef"}, {"targets", "mlp"}});
+  }
+  EXPECT_THROW(SvdCache::load(path, model_->config(), fingerprint_, Targets::kMlp), t2::LoadError);
+  EXPECT_TRUE(SvdCache::load_or_build(*model_, fingerprint_, Targets::kMlp, cache_dir_, at::kCPU).built);
+
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  const auto rebuilt = SvdCache::load_or_build(*model_, fingerprint_, Targets::kMlp, cache_dir_, at::kCPU);
+  EXPECT_TRUE(rebuilt.built);
+  EXPECT_FALSE(SvdCache::load_or_build(*model_, fingerprint_, Targets::kMlp, cache_dir_, at::kCPU).built);
+
+  const auto all = SvdCache::load_or_build(*model_, fingerprint_, Targets::kAll, cache_dir_, at::kCPU);
+  EXPECT_EQ(all.cache.factors().size(), 35u);
+  EXPECT_NE(all.path, path);
+}
+
+TEST_F(SvfStories, ExpertFolderRoundTrips) {
+  Expert e = random_expert("story", 1);
+  e.scores = {{"validation_reward", 0.5}};
+  e.save(experts_dir_ / "story");
+  const Expert loaded = Expert::load(experts_dir_ / "story");
+  EXPECT_EQ(loaded.name, "story");
+  EXPECT_EQ(loaded.matrices(), e.matrices());
+  EXPECT_EQ(loaded.scores["validation_reward"], 0.5);
+  for (const auto& [name, z] : e.z) EXPECT_TRUE(loaded.z.at(name).equal(z));
+  EXPECT_EQ(load_error(experts_dir_ / "story"), "");
+}
+
+TEST_F(SvfStories, EachValidationFailureNamesExpertTensorAndReason) {
+  const auto write = [&](const std::string& name, auto&& edit) {
+    Expert e = random_expert(name, 2);
+    edit(e);
+    e.save(experts_dir_ / name);
+    return experts_dir_ / name;
+  };
+  const std::string up0 = "model.layers.0.mlp.up_proj.weight";
+  const auto expect = [&](const std::filesystem::path& dir, const std::string& fragment) {
+    const std::string error = load_error(dir);
+    EXPECT_NE(error.find("expert '" + dir.filename().string() + "'"), std::string::npos) << error;
+    EXPECT_NE(error.find(fragment), std::string::npos) << error;
+  };
+  expect(write("short", [&](Expert& e) { e.z[up0] = at::ones({63}); }), "'" + up0 + "': length 63, expected 64");
+  expect(write("unknown", [&](Expert& e) { e.z["model.layers.9.mlp.up_proj.weight"] = at::ones({64}); }),
+         "'model.layers.9.mlp.up_proj.weight': not an adaptable matrix");
+  expect(write("nan", [&](Expert& e) { e.z[up0][3] = NAN; }), "'" + up0 + "': z has NaN");
+  expect(write("negative", [&](Expert& e) { e.z[up0][0] = -0.5; }), "'" + up0 + "': z has negative values");
+  const auto other = write("other-model", [&](Expert& e) { e.base_fingerprint = "ffffffffffffffff"; });
+  expect(other, "made for base model ffffffffffffffff");
+  EXPECT_EQ(load_error(other, /*force=*/true), "");
+
+  const auto truncated = write("truncated", [](Expert&) {});
+  std::filesystem::resize_file(truncated / "z.safetensors", 200);
+  const std::string error = load_error(truncated);
+  EXPECT_NE(error.find("z.safetensors"), std::string::npos) << error;
+  EXPECT_NE(error.find("truncated"), std::string::npos) << error;
+
+  const auto renamed = write("renamed", [](Expert&) {});
+  std::filesystem::rename(renamed, experts_dir_ / "moved");
+  expect(experts_dir_ / "moved", "the folder and the name must agree");
+  std::filesystem::create_directories(experts_dir_ / "empty");
+  expect(experts_dir_ / "empty", "cannot open");
+}
+
+TEST_F(SvfStories, OnesExpertReproducesTheBaseModelTokenForToken) {
+  AdapterStore store(*model_, *cache_, 1 << 30);
+  Expert ones = random_expert("ones", 3, 1.0, 1.0);
+  store.add(ones);
+  const auto weights = store.weights(Adaptation::expert("ones"));
+  ASSERT_NE(weights, nullptr);
+  EXPECT_EQ(greedy(weights, 120), greedy(nullptr, 120));
+}
+
+TEST_F(SvfStories, ExpertsChangeLogitsAndMixturesCombineLinearly) {
+  AdapterStore store(*model_, *cache_, 1 << 30);
+  store.add(random_expert("a", 4, 0.0, 2.0));
+  store.add(random_expert("b", 5, 0.0, 2.0));
+  const auto a = store.weights(Adaptation::expert("a"));
+  EXPECT_GT((logits(a) - logits(nullptr)).abs().max().item<double>(), 1e-2);
+
+  // One expert at weight 1 is that expert.
+  const auto single = store.weights(Adaptation::parse_mixture("a=1"));
+  const MatrixId up2{2, t2::model::Projection::kUp};
+  EXPECT_TRUE(single->get(2, t2::model::Projection::kUp).equal(a->get(2, t2::model::Projection::kUp)));
+  // z of a mixture is the weighted sum of the z's.
+  const auto mixed = store.resolve(Adaptation::parse_mixture("a=0.25,b=0.75"));
+  const Expert ea = *store.find("a"), eb = *store.find("b");
+  const at::Tensor expected = ea.z.at(up2.weight_name()) * 0.25 + eb.z.at(up2.weight_name()) * 0.75;
+  EXPECT_TRUE(at::allclose(mixed.at(up2), expected, 1e-6, 1e-6));
+
+  // A stored mixture expert equals the same mixture given inline, also per matrix.
+  Expert stored;
+  stored.name = "ab";
+  stored.kind = t2::svf::ExpertKind::kMixture;
+  stored.base_fingerprint = fingerprint_;
+  stored.components = {{"a", 0.25, {}}, {"b", 0.75, {{up2.weight_name(), 0.5}}}};
+  stored.save(experts_dir_ / "ab");
+  store.add(Expert::load(experts_dir_ / "ab"));
+  const auto via_stored = store.resolve(Adaptation::expert("ab"));
+  const MatrixId down0{0, t2::model::Projection::kDown};
+  EXPECT_TRUE(at::allclose(via_stored.at(down0), mixed.at(down0), 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(via_stored.at(up2), ea.z.at(up2.weight_name()) * 0.25 + eb.z.at(up2.weight_name()) * 0.5));
+
+  EXPECT_THROW(store.weights(Adaptation::expert("missing")), t2::NotFound);
+  EXPECT_THROW(store.weights(Adaptation{{{"a", -1.0}}}), t2::InvalidArgument);
+  EXPECT_THROW(store.weights(Adaptation{{{"a", std::nan("")}}}), t2::InvalidArgument);
+}
+
+TEST_F(SvfStories, LoadsFromTheExpertsFolderOnly) {
+  random_expert("a", 6).save(experts_dir_ / "a");
+  Expert mix;
+  mix.name = "mix";
+  mix.kind = t2::svf::ExpertKind::kMixture;
+  mix.base_fingerprint = fingerprint_;
+  mix.components = {{"a", 0.5, {}}};
+  mix.save(experts_dir_ / "mix");
+  AdapterStore store(*model_, *cache_, 1 << 30);
+  store.load_from(experts_dir_, "mix");  // pulls in its component too
+  EXPECT_TRUE(store.find("a").has_value());
+  EXPECT_THROW(store.load_from(experts_dir_, "../experts"), t2::InvalidArgument);
+  EXPECT_THROW(store.load_from(experts_dir_, "nope"), t2::NotFound);
+}
+
+TEST_F(SvfStories, LruEvictsUnderTheBudgetAndCountsHits) {
+  // One composed set replaces the 15 MLP matrices: 15 x 172 x 64 floats.
+  const int64_t set_bytes = 15 * 172 * 64 * 4;
+  AdapterStore store(*model_, *cache_, set_bytes * 3 / 2);
+  store.add(random_expert("a", 7));
+  store.add(random_expert("b", 8));
+  store.weights(Adaptation::expert("a"));
+  store.weights(Adaptation::expert("a"));
+  auto s = store.stats();
+  EXPECT_EQ(s.misses, 1);
+  EXPECT_EQ(s.hits, 1);
+  EXPECT_EQ(s.cached_bytes, set_bytes);
+  store.weights(Adaptation::expert("b"));  // evicts a
+  s = store.stats();
+  EXPECT_EQ(s.cached_sets, 1);
+  EXPECT_EQ(s.evictions, 1);
+  store.weights(Adaptation::expert("a"));
+  EXPECT_EQ(store.stats().misses, 3);
+  EXPECT_GT(store.stats().compose_seconds, 0.0);
+
+  EXPECT_TRUE(store.remove("a"));
+  EXPECT_EQ(store.stats().cached_sets, 0);  // its composition went with it
+  EXPECT_FALSE(store.remove("a"));
+}
+
+TEST_F(SvfStories, ConcurrentLookupsAndLoadsAreSafe) {
+  AdapterStore store(*model_, *cache_, 1 << 30);
+  store.add(random_expert("a", 9));
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        try {
+          if (t == 0) {
+            store.add(random_expert("b", static_cast<uint64_t>(i)));
+          } else if (store.weights(Adaptation::expert("a")) == nullptr) {
+            ++failures;
+          }
+        } catch (const std::exception&) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST(SvfCuda, Bf16CompositionWithin1e2OfFloat64) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(11);
+  const at::Tensor W = at::randn({1024, 512}, at::kDouble);
+  auto [U, s, Vh] = at::linalg_svd(W, false);
+  const at::Tensor z = at::rand({512}, at::kDouble) * 1.5 + 0.25;
+  const at::Tensor reference = at::matmul(U * (s * z * (s.sum() / (s * z).sum())), Vh);
+  const auto cuda = at::Device(at::kCUDA, 0);
+  const at::Tensor composed = t2::svf::compose(U.to(cuda, at::kBFloat16), s.to(cuda, at::kFloat),
+                                               Vh.to(cuda, at::kBFloat16), z.to(cuda, at::kFloat));
+  EXPECT_EQ(composed.scalar_type(), at::kBFloat16);
+  const double relative = (composed.cpu().to(at::kDouble) - reference).norm().item<double>() / reference.norm().item<double>();
+  EXPECT_LT(relative, 1e-2);
+}
