@@ -1,6 +1,7 @@
 // `t2 bench`: prefill and decode throughput of the engine, on a model folder
 // or on random weights of a config.json's shape (e.g. Llama-3-8B on a GPU).
 #include <chrono>
+#include <limits>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -12,6 +13,7 @@
 #include "t2/common/errors.hpp"
 #include "t2/engine/engine.hpp"
 #include "t2/model/transformer.hpp"
+#include "t2/svf/adapter_store.hpp"
 
 namespace t2::cli {
 namespace {
@@ -23,6 +25,8 @@ struct BenchOptions {
   int64_t prompt_tokens = 128;
   int64_t gen_tokens = 256;
   int64_t repeat = 3;
+  bool svf = false;
+  std::string targets = "mlp";
   PlacementOptions placement;
 };
 
@@ -37,7 +41,8 @@ struct Timing {
 };
 
 // One round: `batch` random prompts prefilled, then greedy decode to gen_tokens each.
-Timing run_round(engine::Engine& engine, const BenchOptions& o, int64_t vocab, uint64_t seed) {
+Timing run_round(engine::Engine& engine, const BenchOptions& o, int64_t vocab, uint64_t seed,
+                 const std::shared_ptr<const model::ProjectionSet>& projections) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> token(3, vocab - 1);
   for (int64_t b = 0; b < o.batch; ++b) {
@@ -46,6 +51,7 @@ Timing run_round(engine::Engine& engine, const BenchOptions& o, int64_t vocab, u
     request.sampling.temperature = 0.0;
     request.max_tokens = o.gen_tokens;
     request.ignore_eos = true;
+    request.projections = projections;
     engine.add(std::move(request));
   }
   Timing t;
@@ -59,6 +65,43 @@ Timing run_round(engine::Engine& engine, const BenchOptions& o, int64_t vocab, u
   }
   t.decode_s = seconds_since(start);
   return t;
+}
+
+// SVD build, expert-switch composition and decoding with a (random) expert.
+template <typename Throughput>
+nlohmann::json svf_report(const model::Transformer& model, const BenchOptions& o, Throughput&& throughput) {
+  const svf::Targets targets = svf::parse_targets(o.targets);
+  auto start = Clock::now();
+  const svf::SvdCache cache = svf::SvdCache::compute(model, "bench", targets, model.placement().device);
+  const double svd_s = seconds_since(start);
+  svf::AdapterStore store(model, cache, std::numeric_limits<int64_t>::max());
+  const auto ids = svf::target_matrices(model.config(), targets);
+  for (const char* name : {"bench-a", "bench-b"}) {
+    svf::Expert e;
+    e.name = name;
+    e.base_fingerprint = "bench";
+    for (const auto& id : ids) {
+      const int64_t r = svf::singular_value_count(model.config(), id.projection);
+      e.z.emplace(id.weight_name(), at::rand({r}) + 0.5);
+    }
+    store.add(std::move(e));
+  }
+  store.weights(svf::Adaptation::expert("bench-a"));  // first composition warms the GEMM kernels
+  const double first_s = store.stats().compose_seconds;
+  const auto weights = store.weights(svf::Adaptation::expert("bench-b"));
+  const double switch_s = store.stats().compose_seconds - first_s;
+  nlohmann::json report = {
+      {"targets", o.targets},
+      {"matrices", ids.size()},
+      {"svd_build_s", svd_s},
+      {"svd_cache_bytes", cache.bytes()},
+      {"factor_bytes_on_device", store.stats().factor_bytes},
+      {"expert_switch_compose_s", switch_s},
+      {"compose_ms_per_matrix", 1e3 * switch_s / static_cast<double>(ids.size())},
+      {"composed_set_bytes", store.stats().cached_bytes / 2},
+  };
+  report["with_expert"] = throughput(weights);
+  return report;
 }
 
 void run_bench(const BenchOptions& o) {
@@ -77,14 +120,24 @@ void run_bench(const BenchOptions& o) {
   const model::ModelConfig& config = transformer.config();
   engine::Engine engine(transformer, std::nullopt, {}, {o.batch, o.prompt_tokens + o.gen_tokens + 1});
 
-  run_round(engine, o, config.vocab_size, 0);  // warm-up: allocator, kernels, caches
-  Timing best;
-  for (int64_t r = 0; r < o.repeat; ++r) {
-    const Timing t = run_round(engine, o, config.vocab_size, static_cast<uint64_t>(r + 1));
-    if (r == 0 || t.decode_s < best.decode_s) best = t;
-  }
-  const double decode_tokens = static_cast<double>(best.decode_steps * o.batch);
-  const nlohmann::json report = {
+  // Best of `repeat` rounds after a warm-up (allocator, kernels, caches).
+  const auto best_round = [&](const std::shared_ptr<const model::ProjectionSet>& projections) {
+    run_round(engine, o, config.vocab_size, 0, projections);
+    Timing best;
+    for (int64_t r = 0; r < o.repeat; ++r) {
+      const Timing t = run_round(engine, o, config.vocab_size, static_cast<uint64_t>(r + 1), projections);
+      if (r == 0 || t.decode_s < best.decode_s) best = t;
+    }
+    return best;
+  };
+  const auto throughput = [&](const Timing& t) {
+    return nlohmann::json{
+        {"prefill_tokens_per_s", static_cast<double>(o.batch * o.prompt_tokens) / t.prefill_s},
+        {"decode_ms_per_step", 1e3 * t.decode_s / static_cast<double>(t.decode_steps)},
+        {"decode_tokens_per_s", static_cast<double>(t.decode_steps * o.batch) / t.decode_s},
+    };
+  };
+  nlohmann::json report = {
       {"model", o.model_dir.empty() ? o.random_config : o.model_dir},
       {"device", placement.device.str()},
       {"dtype", c10::toString(placement.dtype)},
@@ -92,10 +145,9 @@ void run_bench(const BenchOptions& o) {
       {"prompt_tokens", o.prompt_tokens},
       {"gen_tokens", o.gen_tokens},
       {"load_s", load_s},
-      {"prefill_tokens_per_s", static_cast<double>(o.batch * o.prompt_tokens) / best.prefill_s},
-      {"decode_ms_per_step", 1e3 * best.decode_s / static_cast<double>(best.decode_steps)},
-      {"decode_tokens_per_s", decode_tokens / best.decode_s},
   };
+  report.update(throughput(best_round(nullptr)));
+  if (o.svf) report["svf"] = svf_report(transformer, o, [&](const auto& w) { return throughput(best_round(w)); });
   std::cout << report.dump() << std::endl;
 }
 
@@ -109,6 +161,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--batch", options->batch, "concurrent sequences")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--prompt-tokens", options->prompt_tokens, "prompt length")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--gen-tokens", options->gen_tokens, "tokens generated per sequence")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_flag("--svf", options->svf, "also time the SVD build, an expert switch, and decoding with a random expert");
+  cmd->add_option("--targets", options->targets, "matrices the --svf expert adapts: mlp, attn or all")->capture_default_str();
   cmd->add_option("--repeat", options->repeat, "timed rounds after one warm-up; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);
   options->placement.add_to(*cmd);
   cmd->callback([options] { run_bench(*options); });
