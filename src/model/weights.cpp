@@ -209,6 +209,7 @@ Placement Placement::parse(const std::string& device, const std::string& dtype) 
     if (!p.device.is_cpu() && !p.device.is_cuda()) {
       throw InvalidArgument("device", "unsupported device '" + device + "' (use auto, cpu, cuda or cuda:N)");
     }
+    if (p.device.is_cuda() && !p.device.has_index()) p.device = at::Device(at::kCUDA, 0);
   }
   if (dtype == "auto") {
     p.dtype = p.device.is_cuda() ? at::kBFloat16 : at::kFloat;

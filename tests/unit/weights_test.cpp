@@ -130,5 +130,8 @@ TEST(Placement, ParsesDevicesAndDtypes) {
   EXPECT_THROW(Placement::parse("cpu", "int3"), t2::InvalidArgument);
   if (!at::hasCUDA()) {
     EXPECT_THROW(Placement::parse("cuda", "auto"), t2::InvalidArgument);
+  } else {
+    EXPECT_EQ(Placement::parse("cuda", "auto").device, at::Device(at::kCUDA, 0));  // an index to synchronise on
+    EXPECT_EQ(Placement::parse("cuda", "auto").dtype, at::kBFloat16);
   }
 }
