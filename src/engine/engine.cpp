@@ -43,6 +43,7 @@ SequenceId Engine::add(GenerationRequest request) {
                                         " including at least one generated token");
   }
   if (request.max_tokens < 1) throw InvalidArgument("max_tokens", "max_tokens must be at least 1");
+  if (request.top_logprobs < 0 || request.top_logprobs > 20) throw InvalidArgument("logprobs", "logprobs must be in [0, 20]");
   for (const int64_t token : request.prompt) {
     if (token < 0 || token >= model_.config().vocab_size) {
       throw InvalidArgument("prompt", "token id " + std::to_string(token) + " is outside the vocabulary");
@@ -112,6 +113,14 @@ void Engine::run(const std::vector<Sequence*>& group, bool prefill, std::vector<
   const at::Tensor best_host = best.to(at::kCPU);
   const at::Tensor logprob_host = logprob_of_best.to(at::kCPU);
   const int64_t vocab = logits.size(1);
+  int top_k = 0;
+  for (const Sequence* s : group) top_k = std::max(top_k, s->request.top_logprobs);
+  at::Tensor top_values, top_indices;
+  if (top_k > 0) {
+    auto [values, indices] = logits.log_softmax(-1).topk(std::min<int64_t>(top_k, vocab), -1);
+    top_values = values.to(at::kCPU);
+    top_indices = indices.to(at::kCPU);
+  }
   for (size_t b = 0; b < group.size(); ++b) {
     Sequence& s = *group[b];
     Sample sample{};
@@ -123,6 +132,10 @@ void Engine::run(const std::vector<Sequence*>& group, bool prefill, std::vector<
     }
     s.prefilled = true;
     events.push_back(advance(s, sample));
+    for (int k = 0; k < s.request.top_logprobs; ++k) {
+      events.back().top_logprobs.emplace_back(top_indices[static_cast<int64_t>(b)][k].item<int64_t>(),
+                                              top_values[static_cast<int64_t>(b)][k].item<float>());
+    }
   }
 }
 

@@ -38,6 +38,44 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos) co
   return out;
 }
 
+std::optional<int64_t> Tokenizer::special_id(const std::string& piece) const {
+  // Control pieces (<s>, </s>) and user-defined ones (<|im_start|>): an exact
+  // piece that is neither a byte, unknown nor unused.
+  const int id = processor_->PieceToId(piece);
+  if (processor_->IdToPiece(id) != piece) return std::nullopt;
+  if (processor_->IsByte(id) || processor_->IsUnknown(id) || processor_->IsUnused(id)) return std::nullopt;
+  return id;
+}
+
+std::vector<int64_t> Tokenizer::encode_with_specials(const std::string& text) const {
+  // Special pieces look like <...>, <|...|> or [INST]; split on those the vocabulary knows.
+  std::vector<int64_t> out;
+  size_t start = 0;
+  size_t search = 0;
+  while (search < text.size()) {
+    const size_t open = text.find('<', search);
+    if (open == std::string::npos) break;
+    const size_t close = text.find('>', open);
+    if (close == std::string::npos) break;
+    const auto id = special_id(text.substr(open, close - open + 1));
+    if (!id) {
+      search = open + 1;
+      continue;
+    }
+    if (open > start) {
+      const auto piece = encode(text.substr(start, open - start), false);
+      out.insert(out.end(), piece.begin(), piece.end());
+    }
+    out.push_back(*id);
+    start = search = close + 1;
+  }
+  if (start < text.size()) {
+    const auto piece = encode(text.substr(start), false);
+    out.insert(out.end(), piece.begin(), piece.end());
+  }
+  return out;
+}
+
 std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   std::vector<int> narrow;
   narrow.reserve(ids.size());

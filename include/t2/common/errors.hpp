@@ -37,4 +37,10 @@ class NotFound : public Error {
   using Error::Error;
 };
 
+// The server is at capacity (queue full); the client may retry later.
+class Overloaded : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace t2

@@ -30,6 +30,7 @@ struct GenerationRequest {
   int64_t max_tokens = 16;
   std::vector<std::string> stop;
   bool ignore_eos = false;
+  int top_logprobs = 0;  // also report the k most likely tokens at each step
   // The adapted matrices to run with; null means the base model's.
   std::shared_ptr<const model::ProjectionSet> projections;
 };
@@ -39,6 +40,7 @@ struct TokenEvent {
   SequenceId sequence = 0;
   int64_t token = -1;
   float logprob = 0.0f;
+  std::vector<std::pair<int64_t, float>> top_logprobs;  // when requested, most likely first
   std::string text;  // newly completed text; may be empty mid-character
   std::optional<FinishReason> finish;
 };

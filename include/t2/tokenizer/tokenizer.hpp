@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,11 @@ class Tokenizer {
   static Tokenizer load(const std::filesystem::path& path);
 
   std::vector<int64_t> encode(const std::string& text, bool add_bos) const;
+  // Like encode, but known special pieces written in the text (e.g. "<s>",
+  // "</s>", "<|im_start|>") become their single control ids.
+  std::vector<int64_t> encode_with_specials(const std::string& text) const;
+  // The id of a control or user-defined piece, if the vocabulary has it.
+  std::optional<int64_t> special_id(const std::string& piece) const;
   std::string decode(const std::vector<int64_t>& ids) const;
   // The raw piece, e.g. "▁world" or "<0x0A>".
   std::string piece(int64_t id) const;

@@ -1,0 +1,92 @@
+// Pass 1 of Transformer² inference: deciding which adaptation a request runs
+// with. Strategies:
+//   explicit   - the request names an expert or mixture
+//   prompt     - the base model answers an adaptation prompt listing the
+//                experts; its label picks the expert ("others" = base)
+//   classifier - the same prompt under the classification expert's weights
+//   none       - base weights
+// Beyond the reference: labels are scored by log-likelihood after the prompt
+// (one prefill, no free-text decode), and the template's fixed part (the
+// instructions and the expert list) stays in a KV cache across requests so
+// pass 1 pays only for the user's prompt and the labels.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "t2/model/kv_cache.hpp"
+#include "t2/model/transformer.hpp"
+#include "t2/svf/adapter_store.hpp"
+#include "t2/tokenizer/tokenizer.hpp"
+
+namespace t2::dispatch {
+
+enum class Strategy { kExplicit, kPrompt, kClassifier, kNone };
+Strategy parse_strategy(const std::string& name);  // throws InvalidArgument("dispatch", ...)
+const char* to_string(Strategy strategy);
+
+struct Decision {
+  Strategy strategy = Strategy::kNone;
+  svf::Adaptation adaptation;            // what pass 2 runs with
+  std::string label;                     // the label pass 1 chose, or the explicit adaptation's key
+  std::map<std::string, double> scores;  // label -> log-likelihood (prompt, classifier)
+  double latency_ms = 0;
+  int64_t prompt_tokens = 0;  // tokens pass 1 ran through the model
+  int64_t cached_tokens = 0;  // template tokens served from the prefix cache
+};
+
+struct DispatchOptions {
+  std::string template_text;      // contains {experts} and {prompt}
+  std::string classifier_expert;  // the expert the classifier strategy runs under
+  bool constrained = true;        // score labels; false = greedy free text parsed for \boxed{label}
+  int64_t max_answer_tokens = 16;
+  int64_t context = 1024;          // pass 1's KV cache length; long prompts are cut to fit
+};
+
+// Reads the template file; throws LoadError when it lacks {prompt}.
+std::string load_template(const std::filesystem::path& path);
+
+class Dispatcher {
+ public:
+  // Model, tokenizer and store must outlive the dispatcher. Not thread-safe:
+  // the scheduler calls it from its own thread.
+  Dispatcher(const model::Transformer& model, tokenizer::Tokenizer tokenizer, svf::AdapterStore& store,
+             DispatchOptions options);
+
+  // Pass 1 for the prompt or classifier strategy.
+  Decision decide(Strategy strategy, const std::string& prompt);
+  // The labels pass 1 chooses among: every loaded expert but the classifier, then "others".
+  std::vector<std::string> labels() const;
+
+ private:
+  struct Prefix {
+    std::string text;
+    std::vector<int64_t> tokens;
+    int64_t slot = -1;
+  };
+  // The cached template prefix under `weights_key`, rebuilt when the experts change.
+  const Prefix& prefix(const std::string& weights_key, const model::ProjectionSet& weights,
+                       const std::vector<std::string>& labels);
+  // Log-likelihood of each "label}" after `context` (the user's prompt and the template's end).
+  std::map<std::string, double> score_labels(const std::vector<std::string>& labels, int64_t work_slot,
+                                             const std::string& context, const model::ProjectionSet& weights,
+                                             int64_t& tokens_run);
+  // Greedy tokens from `logits` (the context's last) up to "}".
+  std::string generate_answer(int64_t work_slot, at::Tensor logits, const model::ProjectionSet& weights,
+                              int64_t& tokens_run);
+
+  const model::Transformer& model_;
+  tokenizer::Tokenizer tokenizer_;
+  svf::AdapterStore& store_;
+  DispatchOptions options_;
+  std::string prompt_prefix_template_;  // the template before {prompt}
+  std::string prompt_suffix_;           // after {prompt}
+  model::KVCache cache_;
+  std::map<std::string, Prefix> prefixes_;
+};
+
+}  // namespace t2::dispatch

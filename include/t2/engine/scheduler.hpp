@@ -1,0 +1,135 @@
+// The scheduler: the one thread that owns the model while serving. HTTP
+// threads submit jobs into a bounded queue and read each job's events from
+// its handle; the scheduler admits jobs as KV slots free up (continuous
+// batching), runs pass 1 (dispatch) for them, composes their adapted weights
+// through the adapter store, and steps the engine. Every running sequence
+// advances once per step, so no adaptation group can starve another.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "t2/dispatch/dispatcher.hpp"
+#include "t2/engine/engine.hpp"
+#include "t2/svf/adapter_store.hpp"
+
+namespace t2::engine {
+
+struct JobEvent {
+  enum class Kind { kDispatch, kToken, kError };
+  Kind kind = Kind::kToken;
+  int choice = 0;                 // kToken: which of the n completions
+  TokenEvent token;               // kToken
+  dispatch::Decision decision;    // kDispatch: always the first event
+  std::string error;              // kError: the job ended with this message
+  int status = 500;               // kError: the HTTP status it maps to
+
+  static JobEvent dispatched(dispatch::Decision decision);
+  static JobEvent generated(int choice, TokenEvent token);
+  static JobEvent failed(int choice, std::string message, int status);
+};
+
+// A job's side of the conversation, shared by the HTTP thread and the scheduler.
+class JobHandle {
+ public:
+  // The next event, or nullopt when the job has ended (all events read) or
+  // nothing arrived within `timeout` (then ended() is still false).
+  std::optional<JobEvent> next(std::chrono::milliseconds timeout);
+  bool ended() const;
+  // Asks the scheduler to drop the job; its KV slots are freed before the next step.
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+
+  void push(JobEvent event);
+  void close();
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<JobEvent> events_;
+  bool closed_ = false;
+  std::atomic<bool> cancelled_{false};
+};
+
+struct Job {
+  std::vector<int64_t> prompt;
+  std::string dispatch_text;  // what pass 1 classifies: the user's own words
+  dispatch::Strategy strategy = dispatch::Strategy::kNone;
+  svf::Adaptation adaptation;  // for the explicit strategy
+  GenerationRequest generation;
+  int n = 1;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+};
+
+struct SchedulerOptions {
+  int64_t max_batch = 8;        // KV slots = sequences decoded together
+  int64_t queue_capacity = 64;  // waiting jobs before submit() refuses
+  int64_t context = 0;          // 0: the model's
+};
+
+class Scheduler {
+ public:
+  struct Stats {
+    int64_t queue_depth = 0;
+    int64_t running = 0;
+    int64_t steps = 0;
+  };
+
+  // All references must outlive the scheduler.
+  Scheduler(const model::Transformer& model, tokenizer::Tokenizer tokenizer, std::vector<int64_t> eos_token_ids,
+            svf::AdapterStore& store, dispatch::Dispatcher& dispatcher, SchedulerOptions options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a job; throws Overloaded when the queue is full and
+  // InvalidArgument when it can never run (n above the batch size).
+  std::shared_ptr<JobHandle> submit(Job job);
+  // Stops taking jobs, finishes the queued and running ones, joins the thread.
+  void drain();
+  Stats stats() const;
+  int64_t context_length() const { return engine_.context_length(); }
+
+ private:
+  struct Queued {
+    Job job;
+    std::shared_ptr<JobHandle> handle;
+  };
+  struct Running {
+    std::shared_ptr<JobHandle> handle;
+    int choice;
+    std::chrono::steady_clock::time_point deadline;
+  };
+
+  void loop();
+  void admit(Queued queued);
+  void drop_cancelled_and_expired();
+  void finish_choice(SequenceId id);
+
+  const model::Transformer& model_;
+  svf::AdapterStore& store_;
+  dispatch::Dispatcher& dispatcher_;
+  SchedulerOptions options_;
+  Engine engine_;  // touched only by the scheduler thread
+  std::map<SequenceId, Running> running_;
+  std::map<const JobHandle*, int> open_choices_;  // unfinished choices per job
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Queued> queue_;
+  bool draining_ = false;
+  std::atomic<int64_t> running_count_{0};
+  std::atomic<int64_t> steps_{0};
+  std::thread thread_;
+};
+
+}  // namespace t2::engine
