@@ -11,6 +11,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"t2 — self-adaptive LLM inference (Transformer²: SVF experts, two-pass dispatch)"};
   app.require_subcommand(1);
+  t2::cli::add_serve_command(app);
   t2::cli::add_generate_command(app);
   t2::cli::add_svd_command(app);
   t2::cli::add_experts_command(app);

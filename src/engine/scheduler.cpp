@@ -172,6 +172,7 @@ void Scheduler::admit(Queued queued) {
         break;
     }
     job.generation.projections = store_.weights(decision.adaptation);
+    job.generation.prompt = std::move(job.prompt);
     handle->push(JobEvent::dispatched(decision));
     for (int choice = 0; choice < job.n; ++choice) {
       GenerationRequest request = job.generation;

@@ -94,6 +94,25 @@ std::string Tokenizer::piece(int64_t id) const {
   return processor_->IdToPiece(static_cast<int>(id));
 }
 
+std::string Tokenizer::token_text(int64_t id) const {
+  const std::string p = piece(id);
+  if (processor_->IsByte(static_cast<int>(id)) && p.size() == 6) {
+    return std::string(1, static_cast<char>(std::stoi(p.substr(3, 2), nullptr, 16)));
+  }
+  if (processor_->IsControl(static_cast<int>(id))) return "";
+  static const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's word boundary
+  std::string text;
+  for (size_t i = 0; i < p.size();) {
+    if (p.compare(i, kSpace.size(), kSpace) == 0) {
+      text += ' ';
+      i += kSpace.size();
+    } else {
+      text += p[i++];
+    }
+  }
+  return text;
+}
+
 int64_t Tokenizer::vocab_size() const { return processor_->GetPieceSize(); }
 int64_t Tokenizer::bos_id() const { return processor_->bos_id(); }
 int64_t Tokenizer::eos_id() const { return processor_->eos_id(); }

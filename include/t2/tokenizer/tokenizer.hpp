@@ -29,6 +29,9 @@ class Tokenizer {
   std::string decode(const std::vector<int64_t>& ids) const;
   // The raw piece, e.g. "▁world" or "<0x0A>".
   std::string piece(int64_t id) const;
+  // What the token contributes to text: "▁world" -> " world", "<0x0A>" -> "\n"
+  // (a byte piece may be part of a UTF-8 character).
+  std::string token_text(int64_t id) const;
 
   int64_t vocab_size() const;
   int64_t bos_id() const;

@@ -1,0 +1,51 @@
+// Server configuration: defaults, overridden by the config file (JSON), then
+// by T2_* environment variables, then by flags (applied by `t2 serve`).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace t2::server {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::string model_dir;
+  std::string model_id;  // the `model` clients name; default: the folder name
+  std::string experts_dir = "experts";
+  std::vector<std::string> load_experts;  // experts loaded at start; empty = every folder
+  std::string cache_dir;
+  std::string targets = "mlp";
+  std::string device = "auto";
+  std::string dtype = "auto";
+  std::vector<std::string> api_keys;
+  std::string api_key_file;
+  int64_t max_body_bytes = 1 << 20;
+  int64_t max_batch = 8;
+  int64_t queue_capacity = 64;
+  int64_t context = 0;  // 0: the model's
+  double request_timeout_s = 600;
+  int64_t adapter_cache_bytes = int64_t{4} << 30;
+  std::string dispatch = "explicit";  // the default strategy
+  std::string dispatch_template = "configs/dispatch/prompt.txt";
+  std::string classifier_expert;
+  bool constrained_dispatch = true;
+  std::string chat_template = "auto";  // or plain, llama-2, llama-3, chatml, zephyr, mistral
+  int threads = 8;                     // HTTP worker threads
+
+  // Applies the fields present in a config file; throws LoadError naming the
+  // file and field on a wrong type.
+  void apply_file(const std::filesystem::path& path);
+  // Applies T2_* variables (T2_HOST, T2_PORT, T2_API_KEY, ...).
+  void apply_environment();
+  // Checks ranges; throws InvalidArgument naming the setting.
+  void validate() const;
+  // The keys from api_keys and api_key_file (one per line).
+  std::vector<std::string> resolved_api_keys() const;
+};
+
+}  // namespace t2::server

@@ -1,0 +1,71 @@
+// The HTTP front: OpenAI-compatible routes on cpp-httplib. Each request is
+// validated and parsed on an HTTP worker thread, submitted to the scheduler,
+// and answered from its job's events (one JSON body, or server-sent events).
+//   POST /v1/completions, /v1/chat/completions   GET /v1/models
+//   GET/POST /v1/experts, GET/DELETE /v1/experts/{name}
+//   GET /health (503 until the model is loaded), GET /metrics (Prometheus)
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "t2/engine/scheduler.hpp"
+#include "t2/server/config.hpp"
+#include "t2/server/metrics.hpp"
+#include "t2/svf/adapter_store.hpp"
+#include "t2/tokenizer/chat_template.hpp"
+#include "t2/tokenizer/tokenizer.hpp"
+
+namespace httplib {
+class Server;
+}
+
+namespace t2::server {
+
+// Everything a request needs once the model is loaded; owned by `t2 serve`.
+struct ServingContext {
+  const model::Transformer& model;
+  tokenizer::Tokenizer tokenizer;
+  svf::AdapterStore& store;
+  engine::Scheduler& scheduler;
+  Metrics& metrics;
+  tokenizer::ChatFormat chat_format;
+  std::string model_id;
+  std::string fingerprint;
+  std::filesystem::path experts_dir;
+  dispatch::Strategy default_strategy;
+  double request_timeout_s;
+};
+
+class HttpServer {
+ public:
+  HttpServer(const ServerConfig& config, std::vector<std::string> api_keys);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds host:port (port 0: any free port) and returns the port; throws Error.
+  int bind(const std::string& host, int port);
+  // Serves until stop(); call from its own thread.
+  void serve();
+  // From then on requests are answered (before: 503 "loading").
+  void set_ready(std::shared_ptr<ServingContext> context);
+  // New requests get 503 while in-flight ones finish.
+  void set_draining();
+  void stop();
+
+ private:
+  struct Routes;
+  std::unique_ptr<httplib::Server> http_;
+  std::shared_ptr<ServingContext> context_;  // read with std::atomic_load
+  std::vector<std::string> api_keys_;
+  std::atomic<bool> draining_{false};
+};
+
+// Constant-time string comparison, for API keys.
+bool constant_time_equal(const std::string& a, const std::string& b);
+
+}  // namespace t2::server

@@ -1,0 +1,158 @@
+// `t2 serve`: the OpenAI-compatible server. Configuration precedence:
+// flags > T2_* environment > --config file > defaults.
+#include <pthread.h>
+#include <signal.h>
+
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "commands.hpp"
+#include "t2/common/errors.hpp"
+#include "t2/common/log.hpp"
+#include "t2/server/http_server.hpp"
+
+namespace t2::cli {
+namespace {
+
+struct ServeFlags {
+  std::string config_file;
+  server::ServerConfig values;  // flag values; applied only where given
+  std::vector<CLI::Option*> given;
+};
+
+// Loads everything the server needs, in order; returns what owns it.
+struct Serving {
+  std::optional<model::Transformer> model;
+  std::optional<svf::AdapterStore> store;
+  std::optional<dispatch::Dispatcher> dispatcher;
+  std::optional<engine::Scheduler> scheduler;
+  server::Metrics metrics;
+};
+
+void load_experts(svf::AdapterStore& store, const server::ServerConfig& c) {
+  std::vector<std::string> names = c.load_experts;
+  if (names.empty() && std::filesystem::is_directory(c.experts_dir)) {
+    for (const auto& entry : std::filesystem::directory_iterator(c.experts_dir)) {
+      if (std::filesystem::exists(entry.path() / "expert.json")) names.push_back(entry.path().filename().string());
+    }
+  }
+  for (const auto& name : names) {
+    try {
+      store.load_from(c.experts_dir, name);
+      log::info("loaded expert " + name);
+    } catch (const Error& e) {
+      log::warn("skipped expert " + name + ": " + e.what());
+    }
+  }
+}
+
+void run_serve(const ServeFlags& flags, const std::function<void(server::ServerConfig&)>& apply_flags) {
+  server::ServerConfig c;
+  if (!flags.config_file.empty()) c.apply_file(flags.config_file);
+  c.apply_environment();
+  apply_flags(c);
+  c.validate();
+  if (c.model_id.empty()) c.model_id = std::filesystem::path(c.model_dir).lexically_normal().filename().string();
+  if (c.model_id.empty()) c.model_id = std::filesystem::path(c.model_dir).parent_path().filename().string();
+
+  // SIGINT/SIGTERM go to a waiting thread, never interrupting the others.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  server::HttpServer http(c, c.resolved_api_keys());
+  const int port = http.bind(c.host, c.port);
+  std::cout << "t2 listening on http://" << c.host << ":" << port << std::endl;
+  std::thread http_thread([&] { http.serve(); });
+
+  Serving s;
+  try {
+    const model::Placement placement = model::Placement::parse(c.device, c.dtype);
+    s.model.emplace(model::Transformer::load(c.model_dir, placement));
+    const auto tokenizer = tokenizer::Tokenizer::load(c.model_dir);
+    const auto generation = model::GenerationConfig::from_model_dir(c.model_dir);
+    const std::string fingerprint = model::checkpoint_fingerprint(c.model_dir);
+    const auto cache = svf::SvdCache::load_or_build(*s.model, fingerprint, svf::parse_targets(c.targets),
+                                                    c.cache_dir.empty() ? svf::default_cache_dir() : std::filesystem::path(c.cache_dir),
+                                                    placement.device);
+    s.store.emplace(*s.model, cache.cache, c.adapter_cache_bytes);
+    load_experts(*s.store, c);
+    dispatch::DispatchOptions dispatch_options;
+    dispatch_options.template_text = dispatch::load_template(c.dispatch_template);
+    dispatch_options.classifier_expert = c.classifier_expert;
+    dispatch_options.constrained = c.constrained_dispatch;
+    s.dispatcher.emplace(*s.model, tokenizer, *s.store, dispatch_options);
+    s.scheduler.emplace(*s.model, tokenizer, generation.eos_token_ids, *s.store, *s.dispatcher,
+                        engine::SchedulerOptions{c.max_batch, c.queue_capacity, c.context});
+    const auto format = c.chat_template == "auto" ? tokenizer::detect_chat_format(c.model_dir)
+                                                  : tokenizer::parse_chat_format(c.chat_template);
+    http.set_ready(std::make_shared<server::ServingContext>(server::ServingContext{
+        *s.model, tokenizer, *s.store, *s.scheduler, s.metrics, format, c.model_id, fingerprint, c.experts_dir,
+        dispatch::parse_strategy(c.dispatch), c.request_timeout_s}));
+  } catch (...) {
+    http.stop();
+    http_thread.join();
+    throw;
+  }
+  std::cout << "t2 ready: model " << c.model_id << ", " << s.store->experts().size() << " experts, dispatch "
+            << c.dispatch << std::endl;
+
+  int received = 0;
+  sigwait(&signals, &received);
+  log::info("signal " + std::to_string(received) + ": draining in-flight requests");
+  http.set_draining();
+  s.scheduler->drain();
+  http.stop();
+  http_thread.join();
+  std::cout << "t2 stopped" << std::endl;
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto flags = std::make_shared<ServeFlags>();
+  auto& v = flags->values;
+  CLI::App* cmd = app.add_subcommand("serve", "Serve the OpenAI-compatible API with SVF experts and two-pass dispatch");
+  cmd->add_option("--config", flags->config_file, "server config file (JSON, e.g. configs/server.json)");
+  std::vector<std::pair<CLI::Option*, std::function<void(server::ServerConfig&)>>> setters;
+  // Each flag writes into flags->values; the callback copies the given ones
+  // over the file and environment settings.
+  const auto option = [&](const char* name, auto member, const char* help) {
+    CLI::Option* o = cmd->add_option(name, v.*member, help);
+    setters.emplace_back(o, [flags, member](server::ServerConfig& c) { c.*member = flags->values.*member; });
+  };
+  option("--model", &server::ServerConfig::model_dir, "Hugging Face model folder (T2_MODEL)");
+  option("--model-id", &server::ServerConfig::model_id, "the model id clients send (default: the folder name)");
+  option("--experts-dir", &server::ServerConfig::experts_dir, "experts folder; all valid experts in it are loaded (T2_EXPERTS_DIR)");
+  option("--host", &server::ServerConfig::host, "address to listen on (T2_HOST)");
+  option("--port", &server::ServerConfig::port, "port; 0 picks a free one (T2_PORT)");
+  option("--api-key", &server::ServerConfig::api_keys, "accepted API key, repeatable (T2_API_KEY, comma-separated)");
+  option("--api-key-file", &server::ServerConfig::api_key_file, "file with one API key per line (T2_API_KEY_FILE)");
+  option("--device", &server::ServerConfig::device, "cpu, cuda, cuda:N or auto (T2_DEVICE)");
+  option("--dtype", &server::ServerConfig::dtype, "float32, bfloat16, float16 or auto (T2_DTYPE)");
+  option("--dispatch", &server::ServerConfig::dispatch, "default strategy: explicit, prompt, classifier or none (T2_DISPATCH)");
+  option("--dispatch-template", &server::ServerConfig::dispatch_template, "adaptation prompt template (T2_DISPATCH_TEMPLATE)");
+  option("--classifier-expert", &server::ServerConfig::classifier_expert, "expert the classifier strategy runs under (T2_CLASSIFIER_EXPERT)");
+  option("--max-batch", &server::ServerConfig::max_batch, "sequences decoded together (T2_MAX_BATCH)");
+  option("--queue", &server::ServerConfig::queue_capacity, "requests waiting before 429 (T2_QUEUE_CAPACITY)");
+  option("--context", &server::ServerConfig::context, "KV cache length per sequence; 0 = the model's (T2_CONTEXT)");
+  option("--timeout", &server::ServerConfig::request_timeout_s, "per-request timeout in seconds (T2_REQUEST_TIMEOUT_S)");
+  option("--max-body-bytes", &server::ServerConfig::max_body_bytes, "largest accepted request body (T2_MAX_BODY_BYTES)");
+  option("--chat-template", &server::ServerConfig::chat_template, "auto, plain, llama-2, llama-3, chatml, zephyr or mistral (T2_CHAT_TEMPLATE)");
+  option("--cache-dir", &server::ServerConfig::cache_dir, "SVD cache folder (T2_CACHE_DIR)");
+  option("--targets", &server::ServerConfig::targets, "matrices SVF adapts: mlp, attn or all (T2_TARGETS)");
+  auto apply = std::make_shared<std::vector<std::pair<CLI::Option*, std::function<void(server::ServerConfig&)>>>>(std::move(setters));
+  cmd->callback([flags, apply] {
+    run_serve(*flags, [apply](server::ServerConfig& c) {
+      for (const auto& [opt, set] : *apply) {
+        if (opt->count() > 0) set(c);
+      }
+    });
+  });
+}
+
+}  // namespace t2::cli
