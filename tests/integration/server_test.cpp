@@ -1,0 +1,410 @@
+// The real server on 127.0.0.1 with stories260K, driven over HTTP.
+#include <httplib.h>
+
+#include <atomic>
+#include <future>
+#include <regex>
+#include <thread>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "server_process.hpp"
+#include "support.hpp"
+#include "t2/model/weights.hpp"
+#include "t2/svf/expert.hpp"
+#include "t2/svf/targets.hpp"
+
+using nlohmann::json;
+using t2::testing::ServerProcess;
+
+namespace {
+
+const std::string kStoryStart = ", there was a little girl named Lily";
+
+// Folders shared by the servers of this file: experts with random z and an SVD cache.
+struct Fixture {
+  std::filesystem::path model = t2::testing::models_dir() / "stories260K";
+  std::filesystem::path experts;
+  std::filesystem::path cache;
+
+  Fixture() {
+    const auto root = std::filesystem::temp_directory_path() / ("t2_server_test_" + std::to_string(::getpid()));
+    experts = root / "experts";
+    cache = root / "cache";
+    if (!std::filesystem::exists(model)) return;
+    const auto config = t2::model::ModelConfig::from_file(model / "config.json");
+    const std::string fingerprint = t2::model::checkpoint_fingerprint(model);
+    for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"dragons", 1}, {"friends", 2}, {"router", 3}}) {
+      at::manual_seed(seed);
+      t2::svf::Expert e;
+      e.name = name;
+      e.description = "stories about " + name;
+      e.base_fingerprint = fingerprint;
+      for (const auto& id : t2::svf::target_matrices(config, t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
+      e.save(experts / name);
+    }
+  }
+  std::vector<std::string> args(std::vector<std::string> extra = {}) const {
+    std::vector<std::string> a = {"--model", model.string(), "--experts-dir", experts.string(), "--cache-dir", cache.string(),
+                                  "--dispatch-template", std::string(T2_SOURCE_DIR) + "/configs/dispatch/prompt.txt",
+                                  "--classifier-expert", "router"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+};
+
+const Fixture& fixture() {
+  static const Fixture f;
+  return f;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!std::filesystem::exists(fixture().model)) return;
+    server_ = std::make_unique<ServerProcess>(fixture().args({"--max-batch", "8", "--max-body-bytes", "65536"}));
+  }
+  static void TearDownTestSuite() { server_.reset(); }
+  void SetUp() override { T2_REQUIRE_PATH(fixture().model); }
+
+  static httplib::Client client() {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  static json post(const std::string& path, const json& body, int expected_status = 200) {
+    auto r = client().Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(r) << path;
+    if (!r) return json();
+    EXPECT_EQ(r->status, expected_status) << r->body;
+    return json::parse(r->body);
+  }
+  static json get(const std::string& path, int expected_status = 200) {
+    auto r = client().Get(path.c_str());
+    EXPECT_TRUE(r) << path;
+    if (!r) return json();
+    EXPECT_EQ(r->status, expected_status) << r->body;
+    return json::parse(r->body);
+  }
+  // The data: payloads of a server-sent event stream, [DONE] excluded; `done` says whether it came.
+  static std::vector<json> stream(const std::string& path, json body, bool* done = nullptr) {
+    body["stream"] = true;
+    std::string raw;
+    auto r = client().Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(r);
+    if (!r) return {};
+    EXPECT_EQ(r->status, 200);
+    EXPECT_NE(r->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+    raw = r->body;
+    std::vector<json> events;
+    bool saw_done = false;
+    size_t at = 0;
+    while ((at = raw.find("data: ", at)) != std::string::npos) {
+      const size_t end = raw.find("\n\n", at);
+      const std::string payload = raw.substr(at + 6, end - at - 6);
+      if (payload == "[DONE]") {
+        saw_done = true;
+      } else {
+        events.push_back(json::parse(payload));
+      }
+      at = end;
+    }
+    if (done) *done = saw_done;
+    return events;
+  }
+
+  static inline std::unique_ptr<ServerProcess> server_;
+};
+
+void expect_error(const json& body, const std::string& param_fragment) {
+  ASSERT_TRUE(body.contains("error")) << body;
+  const json& e = body["error"];
+  for (const char* key : {"message", "type", "param", "code"}) EXPECT_TRUE(e.contains(key)) << key << " in " << body;
+  EXPECT_TRUE(e["message"].is_string());
+  if (!param_fragment.empty()) {
+    ASSERT_TRUE(e["param"].is_string()) << body;
+    EXPECT_NE(e["param"].get<std::string>().find(param_fragment), std::string::npos) << body;
+  }
+}
+
+}  // namespace
+
+TEST_F(ServerTest, HealthAndModels) {
+  EXPECT_EQ(get("/health")["status"], "ok");
+  const json models = get("/v1/models");
+  EXPECT_EQ(models["object"], "list");
+  ASSERT_GE(models["data"].size(), 4u);
+  EXPECT_EQ(models["data"][0]["id"], "stories260K");
+  for (size_t i = 1; i < models["data"].size(); ++i) EXPECT_EQ(models["data"][i]["parent"], "stories260K");
+}
+
+TEST_F(ServerTest, CompletionFollowsTheSchema) {
+  const json r = post("/v1/completions", {{"model", "stories260K"}, {"prompt", "Once upon a time"}, {"max_tokens", 12}, {"temperature", 0}});
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["id"].get<std::string>().rfind("cmpl-", 0), 0u);
+  EXPECT_TRUE(r["created"].is_number_integer());
+  EXPECT_EQ(r["model"], "stories260K");
+  EXPECT_TRUE(r["system_fingerprint"].is_string());
+  ASSERT_EQ(r["choices"].size(), 1u);
+  EXPECT_EQ(r["choices"][0]["text"].get<std::string>().rfind(kStoryStart, 0), 0u) << r;
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(r["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(r["usage"]["prompt_tokens"], 5);
+  EXPECT_EQ(r["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(r["usage"]["total_tokens"], 17);
+  EXPECT_EQ(r["t2"]["strategy"], "none");
+  EXPECT_EQ(r["t2"]["adaptation"], "base");
+
+  const json stopped = post("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 50}, {"temperature", 0}, {"stop", "Lily"}});
+  EXPECT_EQ(stopped["choices"][0]["text"], ", there was a little girl named ");
+  EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
+
+  const json echoed = post("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 3}, {"temperature", 0}, {"echo", true},
+                                               {"logprobs", 2}});
+  EXPECT_EQ(echoed["choices"][0]["text"].get<std::string>().rfind("Once upon a time, there", 0), 0u) << echoed;
+  const json& lp = echoed["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"].size(), 3u);
+  EXPECT_EQ(lp["top_logprobs"][0].size(), 2u);
+  EXPECT_LE(lp["token_logprobs"][0].get<double>(), 0.0);
+
+  const json batch = post("/v1/completions", {{"prompt", {"Once upon a time", "Tom"}}, {"max_tokens", 4}, {"n", 2}, {"seed", 5}});
+  EXPECT_EQ(batch["choices"].size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(batch["choices"][i]["index"], i);
+}
+
+TEST_F(ServerTest, StreamingMatchesTheWholeResponse) {
+  const json body = {{"prompt", "Once upon a time"}, {"max_tokens", 20}, {"temperature", 0}, {"stream_options", {{"include_usage", true}}}};
+  bool done = false;
+  const auto events = stream("/v1/completions", body, &done);
+  EXPECT_TRUE(done);
+  ASSERT_GE(events.size(), 2u);
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    EXPECT_EQ(events[i]["object"], "text_completion");
+    text += events[i]["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(events[events.size() - 2]["choices"][0]["finish_reason"], "length");
+  const json& usage = events.back();
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 20);
+  json whole = body;
+  whole.erase("stream_options");
+  EXPECT_EQ(text, post("/v1/completions", whole)["choices"][0]["text"]);
+}
+
+TEST_F(ServerTest, ChatPlainAndStreamed) {
+  const json body = {{"messages", {{{"role", "system"}, {"content", "You tell stories."}}, {{"role", "user"}, {"content", "A story"}}}},
+                     {"max_tokens", 10}, {"temperature", 0}};
+  const json r = post("/v1/chat/completions", body);
+  EXPECT_EQ(r["object"], "chat.completion");
+  EXPECT_EQ(r["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+  EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
+  const std::string content = r["choices"][0]["message"]["content"];
+  EXPECT_FALSE(content.empty());
+  bool done = false;
+  const auto events = stream("/v1/chat/completions", body, &done);
+  EXPECT_TRUE(done);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
+  std::string streamed;
+  for (const auto& e : events) {
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    const json& delta = e["choices"][0]["delta"];
+    if (delta.contains("content")) streamed += delta["content"].get<std::string>();
+  }
+  EXPECT_EQ(streamed, content);
+  EXPECT_EQ(events.back()["choices"][0]["finish_reason"], "length");
+}
+
+TEST_F(ServerTest, EachDispatchStrategyReportsItsDecision) {
+  const json base = {{"prompt", "Once upon a time"}, {"max_tokens", 8}, {"temperature", 0}};
+  auto with = [&](json extra) {
+    json b = base;
+    b.update(extra);
+    return post("/v1/completions", b);
+  };
+  const json by_field = with({{"expert", "dragons"}});
+  EXPECT_EQ(by_field["t2"]["strategy"], "explicit");
+  EXPECT_EQ(by_field["t2"]["adaptation"], "dragons");
+  const json by_model = with({{"model", "dragons"}});
+  EXPECT_EQ(by_model["t2"]["adaptation"], "dragons");
+  EXPECT_EQ(by_model["choices"][0]["text"], by_field["choices"][0]["text"]);
+  EXPECT_NE(by_field["choices"][0]["text"], with(json::object())["choices"][0]["text"]);  // the expert changes the output
+
+  const json mixed = with({{"mixture", {{"dragons", 0.5}, {"friends", 0.5}}}});
+  EXPECT_EQ(mixed["t2"]["adaptation"], "dragons=0.5,friends=0.5");
+
+  for (const char* strategy : {"prompt", "classifier"}) {
+    const json r = with({{"dispatch", strategy}});
+    EXPECT_EQ(r["t2"]["strategy"], strategy);
+    const json& scores = r["t2"]["scores"];
+    EXPECT_TRUE(scores.contains("dragons") && scores.contains("friends") && scores.contains("others")) << r;
+    EXPECT_FALSE(scores.contains("router"));  // the classifier expert is not a label
+    std::string best;
+    double best_score = -1e300;
+    for (const auto& [label, s] : scores.items()) {
+      if (s.get<double>() > best_score) best_score = s.get<double>(), best = label;
+    }
+    EXPECT_EQ(r["t2"]["label"], best);
+    EXPECT_EQ(r["t2"]["adaptation"], best == "others" ? "base" : best);
+    EXPECT_GT(r["t2"]["dispatch_cached_tokens"].get<int>(), 0);
+    EXPECT_GT(r["t2"]["dispatch_ms"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(with({{"expert", "none"}})["t2"]["strategy"], "none");
+  EXPECT_EQ(with({{"expert", "auto"}, {"dispatch", "prompt"}})["t2"]["strategy"], "prompt");
+}
+
+TEST_F(ServerTest, ExpertsLoadAndUnloadFromTheExpertsFolderOnly) {
+  const json list = get("/v1/experts");
+  EXPECT_EQ(list["data"].size(), 3u);
+  EXPECT_EQ(get("/v1/experts/friends")["kind"], "svf");
+  auto c = client();
+  auto deleted = c.Delete("/v1/experts/friends");
+  ASSERT_TRUE(deleted);
+  EXPECT_EQ(deleted->status, 200);
+  EXPECT_EQ(json::parse(deleted->body)["deleted"], true);
+  EXPECT_EQ(c.Delete("/v1/experts/friends")->status, 404);
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"expert", "friends"}}, 404), "expert");
+  const json loaded = post("/v1/experts", {{"name", "friends"}}, 201);
+  EXPECT_EQ(loaded["id"], "friends");
+  EXPECT_EQ(get("/v1/experts")["data"].size(), 3u);
+  expect_error(post("/v1/experts", {{"name", "../experts/friends"}}, 400), "name");
+  expect_error(post("/v1/experts", {{"name", "missing"}}, 404), "name");
+}
+
+TEST_F(ServerTest, EveryErrorClassIsWellFormed) {
+  auto c = client();
+  auto malformed = c.Post("/v1/completions", "{not json", "application/json");
+  EXPECT_EQ(malformed->status, 400);
+  expect_error(json::parse(malformed->body), "");
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"max_tokens", "ten"}}, 400), "max_tokens");
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"temperature", 3}}, 400), "temperature");
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"n", 100}}, 400), "n");
+  expect_error(post("/v1/completions", {{"max_tokens", 3}}, 400), "prompt");
+  expect_error(post("/v1/completions", {{"prompt", {1, 2, 99999}}}, 400), "prompt");
+  expect_error(post("/v1/chat/completions", {{"messages", {{{"role", "robot"}, {"content", "hi"}}}}}, 400), "messages[0].role");
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"model", "gpt-9"}}, 404), "model");
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"expert", "nobody"}}, 404), "expert");
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"mixture", {{"dragons", -1}}}}, 400), "mixture");
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"dispatch", "astrology"}}, 400), "dispatch");
+  std::string long_prompt;
+  for (int i = 0; i < 700; ++i) long_prompt += "Lily ";
+  const json too_long = post("/v1/completions", {{"prompt", long_prompt}, {"max_tokens", 10}}, 400);
+  expect_error(too_long, "prompt");
+  EXPECT_NE(too_long["error"]["message"].get<std::string>().find("maximum context length is 512"), std::string::npos) << too_long;
+  EXPECT_EQ(too_long["error"]["code"], "context_length_exceeded");
+  auto huge = c.Post("/v1/completions", json{{"prompt", std::string(100000, 'a')}}.dump(), "application/json");
+  EXPECT_EQ(huge->status, 413);
+  auto unknown = c.Get("/v2/nothing");
+  EXPECT_EQ(unknown->status, 404);
+  expect_error(json::parse(unknown->body), "");
+}
+
+TEST_F(ServerTest, ThirtyTwoConcurrentGreedyStreamsEqualSequentialOutputs) {
+  const std::vector<std::string> prompts = {"Once upon a time", "Tom had a dog", "The sun was", "Lily", "A cat", "The park", "Sam", "One day"};
+  const auto body = [&](int i) { return json{{"prompt", prompts[static_cast<size_t>(i) % prompts.size()]}, {"max_tokens", 24}, {"temperature", 0}}; };
+  std::vector<std::string> sequential;
+  for (size_t i = 0; i < prompts.size(); ++i) sequential.push_back(post("/v1/completions", body(static_cast<int>(i)))["choices"][0]["text"]);
+  std::vector<std::future<std::string>> futures;
+  for (int i = 0; i < 32; ++i) {
+    futures.push_back(std::async(std::launch::async, [&, i] {
+      std::string text;
+      for (const auto& e : stream("/v1/completions", body(i))) {
+        if (!e["choices"].empty()) text += e["choices"][0]["text"].get<std::string>();
+      }
+      return text;
+    }));
+  }
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(futures[static_cast<size_t>(i)].get(), sequential[static_cast<size_t>(i) % prompts.size()]) << i;
+}
+
+TEST_F(ServerTest, MetricsAreParsablePrometheusText) {
+  post("/v1/completions", {{"prompt", "Once"}, {"max_tokens", 3}, {"dispatch", "prompt"}});
+  auto r = client().Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->get_header_value("Content-Type").find("text/plain"), std::string::npos);
+  const std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? [-+0-9.eE]+|[-+]Inf|NaN$)");
+  const std::regex comment(R"(^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+$)");
+  std::istringstream lines(r->body);
+  int samples = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    EXPECT_TRUE(std::regex_match(line, line[0] == '#' ? comment : sample)) << line;
+    samples += line[0] != '#';
+  }
+  EXPECT_GT(samples, 20);
+  for (const char* name : {"t2_requests_total{", "t2_dispatch_latency_seconds_bucket{strategy=\"prompt\"", "t2_time_to_first_token_seconds_count",
+                           "t2_inter_token_latency_seconds_bucket", "t2_adapter_store_hits_total", "t2_queue_depth", "t2_running_sequences"}) {
+    EXPECT_NE(r->body.find(name), std::string::npos) << name;
+  }
+}
+
+TEST_F(ServerTest, ADisconnectedClientIsCancelled) {
+  // Read one event of a long stream, then hang up.
+  httplib::Client c("127.0.0.1", server_->port());
+  std::atomic<int> chunks{0};
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 2000}, {"stream", true}}.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };
+  httplib::Response res;
+  httplib::Error error = httplib::Error::Success;
+  c.send(req, res, error);
+  EXPECT_GE(chunks.load(), 1);
+  // The server records the request as closed by the client (status 499) once it notices.
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    auto m = client().Get("/metrics");
+    if (m && m->body.find("status=\"499\"") != std::string::npos) {
+      SUCCEED();
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polling the server's own record
+  }
+  ADD_FAILURE() << "the server never recorded the disconnect";
+}
+
+TEST(ServerLimits, QueueOverflowGets429WithRetryAfter) {
+  T2_REQUIRE_PATH(fixture().model);
+  ServerProcess server(fixture().args({"--max-batch", "1", "--queue", "1"}));
+  std::vector<std::future<httplib::Result>> futures;
+  for (int i = 0; i < 6; ++i) {
+    futures.push_back(std::async(std::launch::async, [&] {
+      httplib::Client c("127.0.0.1", server.port());
+      c.set_read_timeout(60, 0);
+      return c.Post("/v1/completions", json{{"prompt", "Once upon a time"}, {"max_tokens", 400}, {"temperature", 0}}.dump(), "application/json");
+    }));
+  }
+  int ok = 0, limited = 0;
+  for (auto& f : futures) {
+    auto r = f.get();
+    ASSERT_TRUE(r);
+    if (r->status == 200) ++ok;
+    if (r->status == 429) {
+      ++limited;
+      EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+      expect_error(json::parse(r->body), "");
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(limited, 1);
+  EXPECT_EQ(ok + limited, 6);
+}
+
+TEST(ServerLimits, ApiKeysGuardEverythingButHealth) {
+  T2_REQUIRE_PATH(fixture().model);
+  ServerProcess server(fixture().args({"--api-key", "sk-test-123"}));
+  httplib::Client c("127.0.0.1", server.port());
+  EXPECT_EQ(c.Get("/health")->status, 200);
+  auto denied = c.Get("/v1/models");
+  EXPECT_EQ(denied->status, 401);
+  expect_error(json::parse(denied->body), "");
+  EXPECT_EQ(c.Get("/v1/models", {{"Authorization", "Bearer sk-wrong-12"}})->status, 401);
+  EXPECT_EQ(c.Get("/v1/models", {{"Authorization", "Bearer sk-test-123"}})->status, 200);
+  EXPECT_EQ(server.stop(), 0);  // SIGTERM drains and exits cleanly
+  EXPECT_NE(server.output().find("t2 stopped"), std::string::npos);
+}

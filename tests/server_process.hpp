@@ -1,0 +1,32 @@
+// A real `t2 serve` process on 127.0.0.1 and an ephemeral port, for the
+// integration tests: started with fork/exec, ready once it prints "t2 ready",
+// stopped with SIGTERM (it drains and exits).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace t2::testing {
+
+class ServerProcess {
+ public:
+  // Extra `t2 serve` arguments; --host 127.0.0.1 --port 0 are added.
+  explicit ServerProcess(const std::vector<std::string>& args);
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  int port() const { return port_; }
+  // Sends SIGTERM and waits; returns the exit status.
+  int stop();
+  // What the server printed so far (stdout and stderr).
+  const std::string& output() const { return output_; }
+
+ private:
+  int pid_ = -1;
+  int port_ = 0;
+  int out_fd_ = -1;
+  std::string output_;
+};
+
+}  // namespace t2::testing
