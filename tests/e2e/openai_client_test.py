@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""The official OpenAI Python client against the real `t2 serve` on stories260K.
+
+Run by CTest: openai_client_test.py --t2 BUILD/t2 --models ../shared/models --source REPO
+"""
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import openai
+import torch
+
+ARGS = None
+API_KEY = "sk-t2-e2e"
+
+
+class OpenAIClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        model = os.path.join(ARGS.models, "stories260K")
+        if not os.path.isdir(model):
+            if os.environ.get("CI") == "true":
+                raise RuntimeError(f"{model} is missing")  # in CI a missing model is a failure
+            raise unittest.SkipTest(f"{model} is missing (set T2_MODELS_DIR)")
+        cls.tmp = tempfile.TemporaryDirectory()
+        experts = os.path.join(cls.tmp.name, "experts")
+        # An expert as the reference implementation saves one, imported through the CLI.
+        torch.manual_seed(0)
+        policy = {f"model.layers.{l}.mlp.{p}_proj.weight": torch.nn.Parameter(torch.randn(64))
+                  for l in range(5) for p in ("gate", "up", "down")}
+        policy_path = os.path.join(cls.tmp.name, "policy.pt")
+        torch.save(policy, policy_path)
+        subprocess.run([ARGS.t2, "experts", "import", policy_path, "--name", "dragons", "--model", model,
+                        "--experts-dir", experts, "--max-mult", "2", "--description", "stories about dragons"],
+                       check=True, capture_output=True)
+        cls.server = subprocess.Popen(
+            [ARGS.t2, "serve", "--model", model, "--experts-dir", experts, "--host", "127.0.0.1", "--port", "0",
+             "--cache-dir", os.path.join(cls.tmp.name, "cache"), "--api-key", API_KEY,
+             "--dispatch-template", os.path.join(ARGS.source, "configs", "dispatch", "prompt.txt")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        port = None
+        for line in cls.server.stdout:
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+            if "t2 ready" in line:
+                break
+        if port is None:
+            raise RuntimeError("the server did not start")
+        cls.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.send_signal(signal.SIGTERM)
+        cls.server.communicate(timeout=60)
+        cls.tmp.cleanup()
+
+    def test_completion(self):
+        r = self.client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=12, temperature=0)
+        self.assertEqual(r.object, "text_completion")
+        self.assertTrue(r.choices[0].text.startswith(", there was a little girl named Lily"))
+        self.assertEqual(r.choices[0].finish_reason, "length")
+        self.assertEqual(r.usage.completion_tokens, 12)
+        self.assertEqual(r.usage.total_tokens, r.usage.prompt_tokens + 12)
+
+    def test_streamed_completion_with_usage(self):
+        chunks = list(self.client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=12,
+                                                     temperature=0, stream=True,
+                                                     stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].text for c in chunks if c.choices)
+        self.assertTrue(text.startswith(", there was a little girl named Lily"))
+        self.assertEqual(chunks[-1].usage.completion_tokens, 12)
+        self.assertEqual(chunks[-1].choices, [])
+
+    def test_chat_and_streamed_chat(self):
+        messages = [{"role": "user", "content": "Tell me a story about a dog."}]
+        r = self.client.chat.completions.create(model="stories260K", messages=messages, max_tokens=10, temperature=0)
+        self.assertEqual(r.choices[0].message.role, "assistant")
+        content = r.choices[0].message.content
+        self.assertTrue(content)
+        stream = self.client.chat.completions.create(model="stories260K", messages=messages, max_tokens=10,
+                                                     temperature=0, stream=True)
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        self.assertEqual(streamed, content)
+
+    def test_expert_as_model_and_extension_fields(self):
+        r = self.client.completions.create(model="dragons", prompt="Once upon a time", max_tokens=8, temperature=0)
+        self.assertEqual(r.model_extra["t2"]["adaptation"], "dragons")
+        r = self.client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=8,
+                                           extra_body={"dispatch": "prompt"})
+        self.assertEqual(r.model_extra["t2"]["strategy"], "prompt")
+        self.assertIn(r.model_extra["t2"]["label"], ("dragons", "others"))
+
+    def test_models(self):
+        ids = {m.id: m for m in self.client.models.list()}
+        self.assertIn("stories260K", ids)
+        self.assertEqual(ids["dragons"].model_extra["parent"], "stories260K")
+
+    def test_errors(self):
+        with self.assertRaises(openai.NotFoundError):
+            self.client.completions.create(model="gpt-9", prompt="x", max_tokens=2)
+        with self.assertRaises(openai.BadRequestError) as caught:
+            self.client.completions.create(model="stories260K", prompt="x", max_tokens=2, temperature=5)
+        self.assertEqual(caught.exception.body["param"], "temperature")
+        bad_key = openai.OpenAI(base_url=self.client.base_url, api_key="sk-wrong", max_retries=0)
+        with self.assertRaises(openai.AuthenticationError):
+            bad_key.models.list()
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--t2", required=True)
+    parser.add_argument("--models", required=True)
+    parser.add_argument("--source", required=True)
+    ARGS, rest = parser.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
