@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config python3-pip libsentencepiece-dev libspdlog-dev libfmt-dev
-          nlohmann-json3-dev libcpp-httplib-dev libgtest-dev libgmock-dev libcli11-dev)
+          nlohmann-json3-dev libcpp-httplib-dev libssl-dev libgtest-dev libgmock-dev libcli11-dev)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

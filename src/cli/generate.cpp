@@ -7,6 +7,7 @@
 #include "commands.hpp"
 #include "options.hpp"
 #include "t2/engine/engine.hpp"
+#include "t2/model/hub.hpp"
 #include "t2/model/transformer.hpp"
 #include "t2/tokenizer/tokenizer.hpp"
 
@@ -31,7 +32,8 @@ struct GenerateOptions {
   AdaptationOptions adaptation;
 };
 
-void run_generate(const GenerateOptions& o) {
+void run_generate(GenerateOptions o) {
+  o.model_dir = model::resolve_model(o.model_dir).string();  // ORG/NAME is pulled from the Hub first
   const model::Placement placement = o.placement.placement();
   const model::Transformer transformer = model::Transformer::load(o.model_dir, placement);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(o.model_dir);
@@ -76,7 +78,7 @@ void run_generate(const GenerateOptions& o) {
 void add_generate_command(CLI::App& app) {
   auto options = std::make_shared<GenerateOptions>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt and stream it to stdout");
-  cmd->add_option("--model", options->model_dir, "Hugging Face model folder")->required()->envname("T2_MODEL");
+  cmd->add_option("--model", options->model_dir, "Hugging Face model folder, or ORG/NAME to pull from the Hub")->required()->envname("T2_MODEL");
   cmd->add_option("--prompt", options->prompt, "prompt text (BOS is prepended)");
   cmd->add_option("--max-tokens", options->max_tokens, "maximum tokens to generate")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", options->temperature, "sampling temperature; 0 is greedy (default: generation_config.json, else greedy)");

@@ -11,6 +11,7 @@
 #include "commands.hpp"
 #include "t2/common/errors.hpp"
 #include "t2/common/log.hpp"
+#include "t2/model/hub.hpp"
 #include "t2/server/http_server.hpp"
 
 namespace t2::cli {
@@ -54,8 +55,13 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
   c.apply_environment();
   apply_flags(c);
   c.validate();
-  if (c.model_id.empty()) c.model_id = std::filesystem::path(c.model_dir).lexically_normal().filename().string();
-  if (c.model_id.empty()) c.model_id = std::filesystem::path(c.model_dir).parent_path().filename().string();
+  if (c.model_id.empty()) {
+    const bool from_hub = !std::filesystem::exists(c.model_dir) && model::is_hub_repo_id(c.model_dir);
+    c.model_id = from_hub ? c.model_dir
+                                                   : std::filesystem::path(c.model_dir).lexically_normal().filename().string();
+  }
+  if (c.model_id.empty()) c.model_id = std::filesystem::path(c.model_dir).lexically_normal().parent_path().filename().string();
+  c.model_dir = model::resolve_model(c.model_dir).string();  // ORG/NAME is pulled from the Hub first
 
   // SIGINT/SIGTERM go to a waiting thread, never interrupting the others.
   sigset_t signals;

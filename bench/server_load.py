@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""Load test of `t2 serve` and the dispatch pass's share of request time.
+
+What it does (all on 127.0.0.1, stdlib only):
+  1. builds 3 random SVF experts (alpha, beta, gamma; gamma is the classifier
+     expert) with `t2 experts import` in a temp dir;
+  2. starts `t2 serve` itself (--port 0, --max-batch 32, --dispatch none,
+     --classifier-expert gamma), once per --http-threads setting (the server's
+     HTTP worker pool, T2_THREADS; 0 = the server's default);
+  3. load: for N concurrent clients (--clients, default 1,8,32), each sending
+     streaming greedy completions (prompts cycled from a fixed list of story
+     starts, max_tokens 64, temperature 0, stream_options.include_usage) until
+     --requests requests in total have finished: requests/s, generated
+     tokens/s (usage.completion_tokens), time to first token p50/p95 (request
+     send -> first chunk with non-empty text), end-to-end latency p50/p95;
+  4. dispatch share: for each strategy (none, explicit = "expert": "alpha",
+     prompt, classifier), one client, --dispatch-requests non-streamed
+     requests of max_tokens 64: mean(t2.dispatch_ms) / mean(request wall
+     time), mean dispatch_ms, dispatch_tokens, dispatch_cached_tokens. The
+     first request of each strategy (it builds the cached template prefix) is
+     reported separately as cold_dispatch_ms and not averaged.
+
+Each client opens a new connection per request (Connection: close), so the
+server's keep-alive does not pin one HTTP worker to one client.
+
+Prints a JSON line per measurement (and one for the environment) as it goes,
+then markdown tables.
+
+Usage (repo root):  python3 bench/server_load.py [--t2 build/t2] [--requests 128]
+"""
+
+import argparse
+import concurrent.futures as cf
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROMPTS = [
+    "Once upon a time",
+    "One day, a little girl named Lily",
+    "Tom and his dog went to the park",
+    "There was a big red ball",
+    "The sun was shining and the birds",
+    "Sam wanted to play with his friend",
+    "Mom said it was time for bed",
+    "A little cat lived in a small house",
+]
+
+EXPERTS = ["alpha", "beta", "gamma"]
+CLASSIFIER = "gamma"
+MLP_NAMES = [f"model.layers.{l}.mlp.{p}_proj.weight" for l in range(5) for p in ("gate", "up", "down")]
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def emit(record):
+    print(json.dumps(record, sort_keys=True), flush=True)
+
+
+def percentile(values, q):
+    """Linear-interpolated percentile (q in [0, 100]); None for no values."""
+    if not values:
+        return None
+    v = sorted(values)
+    if len(v) == 1:
+        return v[0]
+    pos = (len(v) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def environment(t2):
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                               text=True).stdout.strip() != ""
+    except OSError:
+        commit, dirty = "unknown", None
+    try:
+        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
+    except (OSError, ValueError):
+        nproc = os.cpu_count()
+    return {
+        "kind": "environment",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": nproc,
+        "cpu": cpu,
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "commit": commit,
+        "tracked_changes": dirty,
+        "t2": t2,
+        "t2_mtime": datetime.datetime.fromtimestamp(os.path.getmtime(t2), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+    }
+
+
+def build_experts(t2, model, tmp):
+    import torch  # only here: the load test itself needs no torch
+
+    experts_dir = os.path.join(tmp, "experts")
+    for i, name in enumerate(EXPERTS):
+        torch.manual_seed(i)
+        pt = os.path.join(tmp, name + ".pt")
+        torch.save({n: torch.nn.Parameter(torch.randn(64)) for n in MLP_NAMES}, pt)
+        subprocess.run([t2, "experts", "import", pt, "--name", name, "--model", model, "--experts-dir", experts_dir,
+                        "--max-mult", "2", "--description", f"random test expert {name}"],
+                       check=True, capture_output=True, text=True)
+    return experts_dir
+
+
+class Server:
+    def __init__(self, t2, model, experts_dir, cache_dir, max_batch, queue, http_threads, log_path):
+        args = [t2, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0", "--experts-dir", experts_dir,
+                "--cache-dir", cache_dir, "--max-batch", str(max_batch), "--queue", str(queue), "--dispatch", "none",
+                "--classifier-expert", CLASSIFIER,
+                "--dispatch-template", os.path.join(REPO, "configs", "dispatch", "prompt.txt")]
+        env = dict(os.environ)
+        if http_threads:
+            env["T2_THREADS"] = str(http_threads)
+        self.log_path = log_path
+        self.err = open(log_path, "w")
+        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        self.port = None
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"t2 listening on http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+            if line.startswith("t2 ready"):
+                self.ready_line = line.strip()
+                # keep draining stdout so the server never blocks on it
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                return
+        self.stop()
+        with open(log_path) as f:
+            raise RuntimeError("t2 serve did not become ready:\n" + f.read()[-4000:])
+
+    def cpu_seconds(self):
+        """utime + stime of the server process, in seconds."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.err.close()
+
+
+def scrape(port):
+    """The server's /metrics counters this benchmark reads (unlabelled series only)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics", headers={"Connection": "close"})
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#") and "{" not in parts[0]:
+            values[parts[0]] = float(parts[1])
+    return values
+
+
+def post(port, body, timeout=120):
+    """Non-streamed POST /v1/completions: (wall seconds, parsed JSON, status)."""
+    data = json.dumps(body).encode()
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/v1/completions", body=data,
+                     headers={"Content-Type": "application/json", "Connection": "close"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        wall = time.perf_counter() - t0
+    finally:
+        conn.close()
+    return wall, json.loads(raw), resp.status
+
+
+def stream(port, body, timeout=120):
+    """Streaming POST /v1/completions. Returns a dict of timings and what came back."""
+    data = json.dumps(body).encode()
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    out = {"ttft": None, "t2_in_first_chunk": None, "text": "", "completion_tokens": None, "status": None,
+           "chunks": 0, "error": None}
+    try:
+        conn.request("POST", "/v1/completions", body=data,
+                     headers={"Content-Type": "application/json", "Connection": "close"})
+        resp = conn.getresponse()
+        out["status"] = resp.status
+        if resp.status != 200:
+            out["error"] = resp.read().decode(errors="replace")[:300]
+            out["e2e"] = time.perf_counter() - t0
+            return out
+        first = True
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            line = line.strip()
+            if not line.startswith(b"data: "):
+                continue
+            payload = line[6:]
+            if payload == b"[DONE]":
+                break
+            chunk = json.loads(payload)
+            out["chunks"] += 1
+            if first:
+                out["t2_in_first_chunk"] = "t2" in chunk
+                first = False
+            if "error" in chunk:
+                out["error"] = json.dumps(chunk["error"])[:300]
+            for c in chunk.get("choices", []):
+                if c.get("text"):
+                    if out["ttft"] is None:
+                        out["ttft"] = time.perf_counter() - t0
+                    out["text"] += c["text"]
+            if chunk.get("usage"):
+                out["completion_tokens"] = chunk["usage"]["completion_tokens"]
+        out["e2e"] = time.perf_counter() - t0
+    finally:
+        conn.close()
+    return out
+
+
+def load_level(server, clients, total, max_tokens, warmup):
+    body_for = lambda i: {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0,
+                          "stream": True, "stream_options": {"include_usage": True}}
+    # warm-up: one round of `clients` concurrent requests, not counted
+    with cf.ThreadPoolExecutor(clients) as ex:
+        list(ex.map(lambda i: stream(server.port, body_for(i)), range(clients if warmup else 0)))
+
+    lock = threading.Lock()
+    counter = [0]
+    results = []
+
+    def client():
+        while True:
+            with lock:
+                i = counter[0]
+                if i >= total:
+                    return
+                counter[0] += 1
+            r = stream(server.port, body_for(i))
+            r["prompt_index"] = i % len(PROMPTS)
+            with lock:
+                results.append(r)
+
+    m0 = scrape(server.port)
+    cpu0, own0 = server.cpu_seconds(), os.times()
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    cpu1, own1 = server.cpu_seconds(), os.times()
+    m1 = scrape(server.port)
+    delta = lambda k: m1.get(k, 0.0) - m0.get(k, 0.0)
+    steps = delta("t2_decode_steps_total")
+    ttft_n = delta("t2_time_to_first_token_seconds_count")
+
+    ok = [r for r in results if r["status"] == 200 and r["error"] is None]
+    tokens = sum(r["completion_tokens"] or 0 for r in ok)
+    ttft = [r["ttft"] for r in ok if r["ttft"] is not None]
+    e2e = [r["e2e"] for r in ok]
+    own_cpu = (own1.user - own0.user) + (own1.system - own0.system)
+    return {
+        "requests": len(results),
+        "ok": len(ok),
+        "errors": sorted({f'{r["status"]}: {r["error"]}' for r in results if r not in ok})[:5],
+        "elapsed_s": elapsed,
+        "requests_per_s": len(ok) / elapsed,
+        "generated_tokens": tokens,
+        "tokens_per_request_mean": tokens / len(ok) if ok else None,
+        "generated_tokens_per_s": tokens / elapsed,
+        "ttft_p50_ms": 1e3 * percentile(ttft, 50) if ttft else None,
+        "ttft_p95_ms": 1e3 * percentile(ttft, 95) if ttft else None,
+        "e2e_p50_ms": 1e3 * percentile(e2e, 50) if e2e else None,
+        "e2e_p95_ms": 1e3 * percentile(e2e, 95) if e2e else None,
+        # server side: its own TTFT (from the handler's start) and tokens per engine step
+        "server_ttft_mean_ms": 1e3 * delta("t2_time_to_first_token_seconds_sum") / ttft_n if ttft_n else None,
+        "client_ttft_mean_ms": 1e3 * statistics.mean(ttft) if ttft else None,
+        "engine_steps": steps,
+        "tokens_per_step": delta("t2_generated_tokens_total") / steps if steps else None,
+        "first_chunk_without_t2": sum(1 for r in ok if r["t2_in_first_chunk"] is False),
+        "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
+        "client_cpu_pct": 100 * own_cpu / elapsed,
+    }, ok
+
+
+def dispatch_share(server, strategy, requests, max_tokens):
+    def body(i):
+        b = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0}
+        if strategy == "explicit":
+            b["expert"] = "alpha"
+        else:
+            b["dispatch"] = strategy
+        return b
+
+    cold_wall, cold, status = post(server.port, body(0))
+    if status != 200:
+        raise RuntimeError(f"dispatch {strategy}: HTTP {status}: {cold}")
+    walls, ms, toks, cached, labels, gen = [], [], [], [], {}, []
+    for i in range(requests):
+        wall, r, status = post(server.port, body(i))
+        if status != 200:
+            raise RuntimeError(f"dispatch {strategy}: HTTP {status}: {r}")
+        t2 = r["t2"]
+        walls.append(wall * 1e3)
+        ms.append(t2["dispatch_ms"])
+        toks.append(t2["dispatch_tokens"])
+        cached.append(t2["dispatch_cached_tokens"])
+        labels[t2["label"]] = labels.get(t2["label"], 0) + 1
+        gen.append(r["usage"]["completion_tokens"])
+    mean_wall = statistics.mean(walls)
+    return {
+        "requests": requests,
+        "strategy_reported": t2["strategy"],
+        "mean_wall_ms": mean_wall,
+        "mean_dispatch_ms": statistics.mean(ms),
+        "p50_dispatch_ms": percentile(ms, 50),
+        "max_dispatch_ms": max(ms),
+        "dispatch_share": statistics.mean(ms) / mean_wall,
+        "dispatch_share_of_rest": statistics.mean(ms) / (mean_wall - statistics.mean(ms)),
+        "mean_dispatch_tokens": statistics.mean(toks),
+        "mean_dispatch_cached_tokens": statistics.mean(cached),
+        "mean_completion_tokens": statistics.mean(gen),
+        "labels": labels,
+        "cold_dispatch_ms": cold["t2"]["dispatch_ms"],
+        "cold_wall_ms": cold_wall * 1e3,
+    }
+
+
+def fmt(x, digits=1):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--t2", default="build/t2", help="t2 binary (relative to the repo root unless absolute)")
+    ap.add_argument("--model", default=os.path.join(os.path.dirname(REPO), "shared", "models", "stories260K"))
+    ap.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")
+    ap.add_argument("--requests", type=int, default=128, help="requests per concurrency level (after one warm-up round)")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--queue", type=int, default=256)
+    ap.add_argument("--http-threads", default="0,64",
+                    help="comma-separated T2_THREADS values, one server start each; 0 = the server's default")
+    ap.add_argument("--dispatch-requests", type=int, default=32, help="requests per dispatch strategy")
+    ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--skip-dispatch", action="store_true")
+    args = ap.parse_args()
+
+    t2 = args.t2 if os.path.isabs(args.t2) else os.path.join(REPO, args.t2)
+    if not os.access(t2, os.X_OK):
+        sys.exit(f"error: t2 binary {t2} not found")
+    levels = [int(x) for x in args.clients.split(",")]
+    thread_settings = [int(x) for x in args.http_threads.split(",")]
+
+    env = environment(t2)
+    emit(env)
+    tmp = tempfile.mkdtemp(prefix="t2-server-load-")
+    load_rows, dispatch_rows, determinism = [], [], []
+    try:
+        experts_dir = build_experts(t2, args.model, tmp)
+        cache_dir = os.path.join(tmp, "cache")
+        for settings_index, n_threads in enumerate(thread_settings):
+            server = Server(t2, args.model, experts_dir, cache_dir, args.max_batch, args.queue, n_threads,
+                            os.path.join(tmp, f"serve-{n_threads}.log"))
+            label = "default (8)" if n_threads == 0 else str(n_threads)
+            log(f"server on port {server.port}, HTTP threads {label}: {server.ready_line}")
+            try:
+                if not args.skip_load:
+                    reference = {}
+                    for clients in levels:
+                        row, ok = load_level(server, clients, args.requests, args.max_tokens, warmup=True)
+                        # greedy: every response to a prompt should be the same text at any concurrency
+                        texts = {}
+                        for r in ok:
+                            texts.setdefault(r["prompt_index"], set()).add(r["text"])
+                        if not reference:
+                            reference = {k: next(iter(v)) for k, v in texts.items() if len(v) == 1}
+                        differing = sum(1 for r in ok if r["prompt_index"] in reference
+                                        and r["text"] != reference[r["prompt_index"]])
+                        row.update({"kind": "load", "clients": clients, "http_threads": n_threads,
+                                    "max_batch": args.max_batch, "max_tokens": args.max_tokens,
+                                    "texts_differing_from_first_level": differing})
+                        emit(row)
+                        load_rows.append(row)
+                if not args.skip_dispatch and settings_index == 0:
+                    for strategy in ("none", "explicit", "prompt", "classifier"):
+                        row = dispatch_share(server, strategy, args.dispatch_requests, args.max_tokens)
+                        row.update({"kind": "dispatch", "strategy": strategy, "clients": 1, "http_threads": n_threads,
+                                    "max_tokens": args.max_tokens})
+                        emit(row)
+                        dispatch_rows.append(row)
+            finally:
+                server.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print(f"Date: {env['date']}, nproc: {env['nproc']}, CPU: {env['cpu']}, load average at start: {env['loadavg']}, "
+          f"commit {env['commit']}{' (tracked files modified)' if env['tracked_changes'] else ''}, "
+          f"t2 binary built {env['t2_mtime']}")
+    if load_rows:
+        print()
+        print("| HTTP threads | clients | requests | req/s | gen tok/s | TTFT p50 ms | TTFT p95 ms | e2e p50 ms | e2e p95 ms "
+              "| tokens/step | server CPU % | client CPU % | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in load_rows:
+            threads = "default (8)" if r["http_threads"] == 0 else str(r["http_threads"])
+            print(f"| {threads} | {r['clients']} | {r['ok']}/{r['requests']} | {fmt(r['requests_per_s'])} "
+                  f"| {fmt(r['generated_tokens_per_s'], 0)} | {fmt(r['ttft_p50_ms'])} | {fmt(r['ttft_p95_ms'])} "
+                  f"| {fmt(r['e2e_p50_ms'])} | {fmt(r['e2e_p95_ms'])} | {fmt(r['tokens_per_step'])} | {fmt(r['server_cpu_pct'], 0)} "
+                  f"| {fmt(r['client_cpu_pct'], 0)} | {r['requests'] - r['ok']} |")
+    if dispatch_rows:
+        print()
+        print("| strategy | mean wall ms | mean dispatch_ms | p50 / max dispatch_ms | dispatch share | dispatch_tokens "
+              "| dispatch_cached_tokens | cold dispatch_ms | labels |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in dispatch_rows:
+            labels = ", ".join(f"{k} {v}" for k, v in sorted(r["labels"].items()))
+            print(f"| {r['strategy']} | {fmt(r['mean_wall_ms'], 2)} | {fmt(r['mean_dispatch_ms'], 2)} "
+                  f"| {fmt(r['p50_dispatch_ms'], 2)} / {fmt(r['max_dispatch_ms'], 2)} | {100 * r['dispatch_share']:.1f}% "
+                  f"| {fmt(r['mean_dispatch_tokens'])} | {fmt(r['mean_dispatch_cached_tokens'])} "
+                  f"| {fmt(r['cold_dispatch_ms'], 2)} | {labels} |")
+
+
+if __name__ == "__main__":
+    main()
