@@ -1,0 +1,121 @@
+// Pass 1 on stories260K: the constrained scores are exactly the model's
+// log-likelihood of each label after the adaptation prompt, however the
+// prefix cache and shared tokens are used to compute them.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include "support.hpp"
+#include "t2/common/errors.hpp"
+#include "t2/dispatch/dispatcher.hpp"
+
+namespace {
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = t2::testing::models_dir() / "stories260K";
+    T2_REQUIRE_PATH(dir_);
+    model_.emplace(t2::model::Transformer::load(dir_, t2::model::Placement{}));
+    tokenizer_.emplace(t2::tokenizer::Tokenizer::load(dir_));
+    const std::string fingerprint = t2::model::checkpoint_fingerprint(dir_);
+    cache_.emplace(t2::svf::SvdCache::compute(*model_, fingerprint, t2::svf::Targets::kMlp, at::kCPU));
+    store_.emplace(*model_, *cache_, 1 << 30);
+    for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"dragon", 1}, {"princess", 2}, {"router", 3}}) {
+      at::manual_seed(seed);
+      t2::svf::Expert e;
+      e.name = name;
+      e.description = "stories with a " + name;
+      e.base_fingerprint = fingerprint;
+      for (const auto& id : t2::svf::target_matrices(model_->config(), t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
+      store_->add(e);
+    }
+  }
+
+  t2::dispatch::Dispatcher dispatcher(bool constrained = true) {
+    t2::dispatch::DispatchOptions o;
+    o.template_text = "Pick one:\n{experts}\n- others\nStory: {prompt}\nAnswer: \\boxed{";
+    o.classifier_expert = "router";
+    o.constrained = constrained;
+    return t2::dispatch::Dispatcher(*model_, *tokenizer_, *store_, o);
+  }
+
+  // The dispatcher's definition, computed in one cache-free forward per label:
+  // log p(the tokens of context + label + "}" after those all labels share).
+  std::map<std::string, double> brute_force(const std::string& template_prefix, const std::string& context,
+                                            const std::vector<std::string>& labels) const {
+    c10::InferenceMode guard;
+    const auto prefix = tokenizer_->encode_with_specials("<s>" + template_prefix);
+    std::vector<std::vector<int64_t>> sequences;
+    for (const auto& label : labels) sequences.push_back(tokenizer_->encode(context + label + "}", false));
+    size_t common = sequences[0].size();
+    for (const auto& s : sequences) {
+      common = std::min(common, s.size() - 1);
+      for (size_t i = 0; i < common; ++i) {
+        if (s[i] != sequences[0][i]) common = i;
+      }
+    }
+    std::map<std::string, double> scores;
+    for (size_t i = 0; i < labels.size(); ++i) {
+      std::vector<int64_t> tokens = prefix;
+      tokens.insert(tokens.end(), sequences[i].begin(), sequences[i].end());
+      const at::Tensor logp = model_->forward_full(at::tensor(tokens, at::kLong).view({1, -1}), {static_cast<int64_t>(tokens.size())},
+                                                   model_->base_projections())[0].log_softmax(-1);
+      double score = 0;
+      for (size_t t = prefix.size() + common; t < tokens.size(); ++t) score += logp[static_cast<int64_t>(t - 1)][tokens[t]].item<double>();
+      scores[labels[i]] = score;
+    }
+    return scores;
+  }
+
+  std::filesystem::path dir_;
+  std::optional<t2::model::Transformer> model_;
+  std::optional<t2::tokenizer::Tokenizer> tokenizer_;
+  std::optional<t2::svf::SvdCache> cache_;
+  std::optional<t2::svf::AdapterStore> store_;
+};
+
+}  // namespace
+
+TEST_F(DispatcherTest, ConstrainedScoresAreTheLabelsLogLikelihood) {
+  auto d = dispatcher();
+  EXPECT_EQ(d.labels(), (std::vector<std::string>{"dragon", "princess", "others"}));
+  const std::string prompt = "The dragon flew over the castle";
+  const auto decision = d.decide(t2::dispatch::Strategy::kPrompt, prompt);
+  const auto expected = brute_force(
+      "Pick one:\n- dragon: stories with a dragon\n- princess: stories with a princess\n- others\nStory:",
+      prompt + "\nAnswer: \\boxed{", d.labels());
+  ASSERT_EQ(decision.scores.size(), 3u);
+  for (const auto& [label, score] : expected) EXPECT_NEAR(decision.scores.at(label), score, 1e-3) << label;
+  double best = -1e300;
+  for (const auto& [label, score] : decision.scores) best = std::max(best, score);
+  EXPECT_EQ(decision.scores.at(decision.label), best);
+  EXPECT_EQ(decision.adaptation.key(), decision.label == "others" ? "base" : decision.label);
+  EXPECT_GT(decision.cached_tokens, 0);
+
+  // The next request reuses the cached template and scores the same.
+  const auto again = d.decide(t2::dispatch::Strategy::kPrompt, prompt);
+  EXPECT_EQ(again.scores, decision.scores);
+  EXPECT_EQ(again.cached_tokens, decision.cached_tokens);
+}
+
+TEST_F(DispatcherTest, ClassifierRunsUnderItsExpertAndLabelsFollowTheStore) {
+  auto d = dispatcher();
+  const auto by_prompt = d.decide(t2::dispatch::Strategy::kPrompt, "A princess");
+  const auto by_classifier = d.decide(t2::dispatch::Strategy::kClassifier, "A princess");
+  EXPECT_EQ(by_classifier.strategy, t2::dispatch::Strategy::kClassifier);
+  EXPECT_NE(by_classifier.scores, by_prompt.scores);  // other weights, other likelihoods
+  store_->remove("princess");
+  EXPECT_EQ(d.decide(t2::dispatch::Strategy::kPrompt, "A princess").scores.count("princess"), 0u);
+  store_->remove("router");
+  EXPECT_THROW(d.decide(t2::dispatch::Strategy::kClassifier, "x"), t2::InvalidArgument);
+}
+
+TEST_F(DispatcherTest, FreeTextAnswersFallBackToOthers) {
+  auto d = dispatcher(/*constrained=*/false);
+  const auto decision = d.decide(t2::dispatch::Strategy::kPrompt, "Once upon a time");
+  const auto labels = d.labels();
+  EXPECT_NE(std::find(labels.begin(), labels.end(), decision.label), labels.end());
+  EXPECT_TRUE(decision.scores.empty());
+  EXPECT_GT(decision.prompt_tokens, 0);
+}
