@@ -47,20 +47,26 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args) {
   std::smatch m;
   if (!std::regex_search(output_, m, listening)) throw std::runtime_error("no port in:\n" + output_);
   port_ = std::stoi(m[1]);
+  reader_ = std::thread([this] {
+    char buffer[4096];
+    for (ssize_t n; (n = read(out_fd_, buffer, sizeof buffer)) > 0;) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      output_.append(buffer, static_cast<size_t>(n));
+    }
+  });
+}
+
+std::string ServerProcess::output() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return output_;
 }
 
 int ServerProcess::stop() {
   if (pid_ <= 0) return -1;
   kill(pid_, SIGTERM);
   int status = 0;
-  // Keep draining the pipe so the server never blocks on a full one.
-  for (;;) {
-    char buffer[4096];
-    const ssize_t n = read(out_fd_, buffer, sizeof buffer);
-    if (n <= 0) break;
-    output_.append(buffer, static_cast<size_t>(n));
-  }
   waitpid(pid_, &status, 0);
+  if (reader_.joinable()) reader_.join();  // ends at EOF, once the server has exited
   close(out_fd_);
   pid_ = -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;

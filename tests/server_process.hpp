@@ -3,7 +3,9 @@
 // stopped with SIGTERM (it drains and exits).
 #pragma once
 
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace t2::testing {
@@ -20,13 +22,15 @@ class ServerProcess {
   // Sends SIGTERM and waits; returns the exit status.
   int stop();
   // What the server printed so far (stdout and stderr).
-  const std::string& output() const { return output_; }
+  std::string output() const;
 
  private:
   int pid_ = -1;
   int port_ = 0;
   int out_fd_ = -1;
+  mutable std::mutex mutex_;
   std::string output_;
+  std::thread reader_;  // drains the pipe so the server never blocks writing logs
 };
 
 }  // namespace t2::testing

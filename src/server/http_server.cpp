@@ -63,6 +63,14 @@ struct Submitted {
   std::vector<ChoiceResult> choices;
 };
 
+void log_request(const std::string& id, const char* route, int status, const std::string& adaptation, int64_t prompt_tokens,
+                 int64_t completion_tokens, Clock::time_point start) {
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  log::info(id + " " + route + " " + std::to_string(status) + " adaptation=" + adaptation + " prompt_tokens=" +
+            std::to_string(prompt_tokens) + " completion_tokens=" + std::to_string(completion_tokens) + " ms=" +
+            std::to_string(static_cast<int64_t>(ms)));
+}
+
 json t2_object(const dispatch::Decision& d) {
   return {{"adaptation", d.adaptation.key()},
           {"strategy", dispatch::to_string(d.strategy)},
@@ -303,6 +311,8 @@ struct HttpServer::Routes {
   void generate(const httplib::Request& req, httplib::Response& res, bool chat) const {
     const auto start = Clock::now();
     const char* route = chat ? "/v1/chat/completions" : "/v1/completions";
+    const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
+    res.set_header("X-Request-Id", id);
     auto ctx = admit(req, res);
     if (!ctx) return;
     std::string adaptation_label = "none";
@@ -357,7 +367,6 @@ struct HttpServer::Routes {
       await_dispatch(submitted, *ctx);
       adaptation_label = submitted.front().decision.adaptation.key();
 
-      const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
       const int64_t created = unix_time();
       const std::string model = fields.model.empty() ? ctx->model_id : fields.model;
       const std::string fingerprint = "t2-" + ctx->fingerprint;
@@ -432,6 +441,7 @@ struct HttpServer::Routes {
               for (auto& job : *jobs_ptr) job.handle->cancel();  // a no-op for finished jobs
               ctx->metrics.count_tokens(prompt_tokens, completion_tokens);
               ctx->metrics.count_request(route, ok ? 200 : 499, adaptation_label);
+              log_request(id, route, ok ? 200 : 499, adaptation_label, prompt_tokens, completion_tokens, start);
               if (!ok) return false;
               if (include_usage) {
                 json usage = chunk(json::array());
@@ -490,6 +500,7 @@ struct HttpServer::Routes {
             ctx->metrics.count_tokens(prompt_tokens, completion_tokens);
             if (error) {
               ctx->metrics.count_request(route, error->status(), adaptation_label);
+              log_request(id, route, error->status(), adaptation_label, prompt_tokens, completion_tokens, start);
               if (error->status() == 499) return false;
               const std::string text = error->body().dump();
               sink.write(text.data(), text.size());
@@ -497,6 +508,7 @@ struct HttpServer::Routes {
               return true;
             }
             ctx->metrics.count_request(route, 200, adaptation_label);
+            log_request(id, route, 200, adaptation_label, prompt_tokens, completion_tokens, start);
             const json response = {{"id", id},
                                    {"object", chat ? "chat.completion" : "text_completion"},
                                    {"created", created},
@@ -514,6 +526,7 @@ struct HttpServer::Routes {
           });
     } catch (const ApiError& e) {
       ctx->metrics.count_request(route, e.status(), adaptation_label);
+      log_request(id, route, e.status(), adaptation_label, 0, 0, start);
       send_error(res, e);
     }
   }
