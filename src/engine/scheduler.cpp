@@ -61,8 +61,7 @@ void JobHandle::close() {
 
 Scheduler::Scheduler(const model::Transformer& model, tokenizer::Tokenizer tokenizer, std::vector<int64_t> eos_token_ids,
                      svf::AdapterStore& store, dispatch::Dispatcher& dispatcher, SchedulerOptions options)
-    : model_(model),
-      store_(store),
+    : store_(store),
       dispatcher_(dispatcher),
       options_(options),
       engine_(model, std::move(tokenizer), std::move(eos_token_ids), {options.max_batch, options.context}),

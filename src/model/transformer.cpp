@@ -17,7 +17,6 @@ struct Transformer::Attention {
   at::Tensor write_rows;  // flat indices into [slots * capacity] for those tokens
   at::Tensor read_slots;  // [B] slots to read, or undefined when they are first_slot.. contiguous
   int64_t first_slot = 0;
-  int64_t batch = 0;
   int64_t key_length = 0;  // L
 };
 
@@ -219,7 +218,6 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
   // Without padding (every decode step) all rows are real.
   if (static_cast<int64_t>(valid_rows.size()) != B * T) attn.valid_rows = to_device(valid_rows);
   attn.write_rows = to_device(write_rows);
-  attn.batch = B;
   attn.key_length = L;
   bool contiguous = true;
   for (int64_t b = 1; b < B; ++b) contiguous = contiguous && slots[static_cast<size_t>(b)] == slots[0] + b;
@@ -259,7 +257,6 @@ at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector
   attn.sin = rope_sin_.index_select(0, positions).view({1, T, 1, -1}).to(placement_.dtype);
   attn.mask = attention_mask(at::zeros({B}, long_options), at::tensor(lengths, at::kLong).to(placement_.device), T, T,
                              config_.sliding_window);
-  attn.batch = B;
   attn.key_length = T;
   const at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, tokens.to(placement_.device)), attn,
                                           projections, nullptr);

@@ -115,7 +115,6 @@ class Scheduler {
   void drop_cancelled_and_expired();
   void finish_choice(SequenceId id);
 
-  const model::Transformer& model_;
   svf::AdapterStore& store_;
   dispatch::Dispatcher& dispatcher_;
   SchedulerOptions options_;
