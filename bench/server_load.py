@@ -179,6 +179,14 @@ class Server:
         self.err.close()
 
 
+def proc_stat():
+    """Aggregate CPU jiffies of the machine: (busy, steal, total)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return user + nice + system + irq + softirq, steal, sum(v[:8])
+
+
 def scrape(port):
     """The server's /metrics counters this benchmark reads (unlabelled series only)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -282,7 +290,7 @@ def load_level(server, clients, total, max_tokens, warmup):
                 results.append(r)
 
     m0 = scrape(server.port)
-    cpu0, own0 = server.cpu_seconds(), os.times()
+    cpu0, own0, st0 = server.cpu_seconds(), os.times(), proc_stat()
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
@@ -290,7 +298,9 @@ def load_level(server, clients, total, max_tokens, warmup):
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    cpu1, own1 = server.cpu_seconds(), os.times()
+    cpu1, own1, st1 = server.cpu_seconds(), os.times(), proc_stat()
+    jiffies = max(st1[2] - st0[2], 1)
+    ncpu = os.cpu_count() or 1
     m1 = scrape(server.port)
     delta = lambda k: m1.get(k, 0.0) - m0.get(k, 0.0)
     steps = delta("t2_decode_steps_total")
@@ -322,6 +332,9 @@ def load_level(server, clients, total, max_tokens, warmup):
         "first_chunk_without_t2": sum(1 for r in ok if r["t2_in_first_chunk"] is False),
         "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
         "client_cpu_pct": 100 * own_cpu / elapsed,
+        # whole machine, in % of one core (200 = both cores of a 2-core VM busy)
+        "machine_busy_pct": 100 * ncpu * (st1[0] - st0[0]) / jiffies,
+        "machine_steal_pct": 100 * ncpu * (st1[1] - st0[1]) / jiffies,
     }, ok
 
 
@@ -338,6 +351,7 @@ def dispatch_share(server, strategy, requests, max_tokens):
     if status != 200:
         raise RuntimeError(f"dispatch {strategy}: HTTP {status}: {cold}")
     walls, ms, toks, cached, labels, gen = [], [], [], [], {}, []
+    st0 = proc_stat()
     for i in range(requests):
         wall, r, status = post(server.port, body(i))
         if status != 200:
@@ -349,8 +363,10 @@ def dispatch_share(server, strategy, requests, max_tokens):
         cached.append(t2["dispatch_cached_tokens"])
         labels[t2["label"]] = labels.get(t2["label"], 0) + 1
         gen.append(r["usage"]["completion_tokens"])
+    st1 = proc_stat()
     mean_wall = statistics.mean(walls)
     return {
+        "machine_busy_pct": 100 * (os.cpu_count() or 1) * (st1[0] - st0[0]) / max(st1[2] - st0[2], 1),
         "requests": requests,
         "strategy_reported": t2["strategy"],
         "mean_wall_ms": mean_wall,
@@ -443,14 +459,14 @@ def main():
     if load_rows:
         print()
         print("| HTTP threads | clients | requests | req/s | gen tok/s | TTFT p50 ms | TTFT p95 ms | e2e p50 ms | e2e p95 ms "
-              "| tokens/step | server CPU % | client CPU % | errors |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| tokens/step | server CPU % | client CPU % | machine busy % | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in load_rows:
             threads = "default (8)" if r["http_threads"] == 0 else str(r["http_threads"])
             print(f"| {threads} | {r['clients']} | {r['ok']}/{r['requests']} | {fmt(r['requests_per_s'])} "
                   f"| {fmt(r['generated_tokens_per_s'], 0)} | {fmt(r['ttft_p50_ms'])} | {fmt(r['ttft_p95_ms'])} "
                   f"| {fmt(r['e2e_p50_ms'])} | {fmt(r['e2e_p95_ms'])} | {fmt(r['tokens_per_step'])} | {fmt(r['server_cpu_pct'], 0)} "
-                  f"| {fmt(r['client_cpu_pct'], 0)} | {r['requests'] - r['ok']} |")
+                  f"| {fmt(r['client_cpu_pct'], 0)} | {fmt(r['machine_busy_pct'], 0)} | {r['requests'] - r['ok']} |")
     if dispatch_rows:
         print()
         print("| strategy | mean wall ms | mean dispatch_ms | p50 / max dispatch_ms | dispatch share | dispatch_tokens "

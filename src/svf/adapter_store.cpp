@@ -188,17 +188,9 @@ std::shared_ptr<const model::ProjectionSet> AdapterStore::weights(const Adaptati
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::string> used;
   const auto mixed = resolve_locked(adaptation, 0, used);
-  auto weights = std::make_shared<model::ProjectionSet>(model_.base_projections());
+  const auto weights = compose(mixed);
   int64_t bytes = 0;
-  for (const auto& [id, z] : mixed) {
-    if (z.sum().item<double>() <= 0) {
-      throw InvalidArgument("mixture", "the mixture's z for '" + id.weight_name() + "' is all zeros");
-    }
-    const SvdFactors& f = factors_.at(id);
-    at::Tensor w = compose(f.U, f.s, f.Vh, z);
-    bytes += static_cast<int64_t>(w.nbytes());
-    weights->set(id.layer, id.projection, std::move(w));
-  }
+  for (const auto& [id, z] : mixed) bytes += static_cast<int64_t>(weights->get(id.layer, id.projection).nbytes());
   model_.placement().synchronize();  // count the kernels' time, not their launch
   stats_.compose_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -208,6 +200,18 @@ std::shared_ptr<const model::ProjectionSet> AdapterStore::weights(const Adaptati
   cache_.emplace(key, CachedSet{weights, bytes, used, lru_.begin()});
   stats_.cached_bytes += bytes;
   evict_locked();
+  return weights;
+}
+
+std::shared_ptr<const model::ProjectionSet> AdapterStore::compose(const std::map<MatrixId, at::Tensor>& z) const {
+  c10::InferenceMode guard;
+  auto weights = std::make_shared<model::ProjectionSet>(model_.base_projections());
+  for (const auto& [id, vector] : z) {
+    const auto f = factors_.find(id);
+    if (f == factors_.end()) throw InvalidArgument("z", "'" + id.weight_name() + "' is not covered by the SVD cache");
+    if (vector.sum().item<double>() <= 0) throw InvalidArgument("mixture", "the z for '" + id.weight_name() + "' is all zeros");
+    weights->set(id.layer, id.projection, svf::compose(f->second.U, f->second.s, f->second.Vh, vector.to(f->second.s.device())));
+  }
   return weights;
 }
 

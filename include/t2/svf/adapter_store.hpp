@@ -66,6 +66,10 @@ class AdapterStore {
   // The adapted matrices, or nullptr for the base model. Throws NotFound for
   // an unknown expert and InvalidArgument for a bad mixture.
   std::shared_ptr<const model::ProjectionSet> weights(const Adaptation& adaptation);
+  // The base matrices with those in `z` replaced by their composition; not cached.
+  std::shared_ptr<const model::ProjectionSet> compose(const std::map<MatrixId, at::Tensor>& z) const;
+  // The SVD factors on the device, for callers that compose under autograd.
+  const std::map<MatrixId, SvdFactors>& factors() const { return factors_; }
   // The mixed z vectors of an adaptation, by matrix (what weights() composes).
   std::map<MatrixId, at::Tensor> resolve(const Adaptation& adaptation) const;
 
