@@ -74,6 +74,7 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
   const int port = http.bind(c.host, c.port);
   std::cout << "t2 listening on http://" << c.host << ":" << port << std::endl;
   std::thread http_thread([&] { http.serve(); });
+  http.wait_until_running();
 
   Serving s;
   try {

@@ -119,7 +119,12 @@ const Dispatcher::Prefix& Dispatcher::prefix(const std::string& weights_key, con
                                                    " tokens, too many for pass 1's context of " + std::to_string(cache_.capacity()));
   }
   p.slot = cache_.allocate();
-  model_.forward({{p.slot, p.tokens}}, cache_, weights);
+  try {
+    model_.forward({{p.slot, p.tokens}}, cache_, weights);
+  } catch (...) {
+    cache_.release(p.slot);  // a failed prefill must not keep its slot
+    throw;
+  }
   return prefixes_.emplace(weights_key, std::move(p)).first->second;
 }
 
@@ -146,8 +151,11 @@ Decision Dispatcher::decide(Strategy strategy, const std::string& prompt) {
   const Prefix& p = prefix(weights_key, weights, labels);
   d.cached_tokens = static_cast<int64_t>(p.tokens.size());
 
-  // Cut a long prompt so prompt, template and the longest label fit.
-  const int64_t budget = cache_.capacity() - d.cached_tokens - 32;
+  // Cut a long prompt so the template, the prompt, its suffix and the longest label fit.
+  size_t longest_label = 0;
+  for (const auto& label : labels) longest_label = std::max(longest_label, tokenizer_.encode(label + "}", false).size());
+  const int64_t budget = cache_.capacity() - d.cached_tokens -
+                         static_cast<int64_t>(tokenizer_.encode(prompt_suffix_, false).size() + longest_label) - 2;
   std::string user = prompt;
   if (const auto tokens = tokenizer_.encode(user, false); static_cast<int64_t>(tokens.size()) > budget) {
     user = tokenizer_.decode({tokens.begin(), tokens.begin() + std::max<int64_t>(budget, 0)});

@@ -104,7 +104,9 @@ void Engine::run(const std::vector<Sequence*>& group, bool prefill, std::vector<
   for (const Sequence* s : group) {
     chunks.push_back({s->slot, prefill ? s->request.prompt : std::vector<int64_t>{s->last_token}});
   }
-  const at::Tensor logits = model_.forward(chunks, cache_, projections_of(*group.front()));  // [B, V] float32
+  at::Tensor logits = model_.forward(chunks, cache_, projections_of(*group.front()));  // [B, V] float32
+  // Models pad their vocabulary past the tokenizer's; those ids have no text.
+  if (tokenizer_ && tokenizer_->vocab_size() < logits.size(1)) logits = logits.narrow(1, 0, tokenizer_->vocab_size());
 
   // Greedy rows need only argmax and the normaliser from the device; the
   // others take their whole row to the host sampler.

@@ -152,6 +152,11 @@ void Scheduler::admit(Queued queued) {
     handle->close();
     return;
   }
+  if (std::chrono::steady_clock::now() > job.deadline) {  // timed out while queued: no pass 1 for it
+    handle->push(JobEvent::failed(0, "the request timed out in the queue", 504));
+    handle->close();
+    return;
+  }
   std::vector<SequenceId> ids;
   try {
     dispatch::Decision decision;
@@ -172,13 +177,14 @@ void Scheduler::admit(Queued queued) {
     }
     job.generation.projections = store_.weights(decision.adaptation);
     job.generation.prompt = std::move(job.prompt);
-    handle->push(JobEvent::dispatched(decision));
     for (int choice = 0; choice < job.n; ++choice) {
       GenerationRequest request = job.generation;
       // Choices sample independently yet reproducibly under a seed.
       if (request.sampling.seed) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(choice);
       ids.push_back(engine_.add(std::move(request)));
     }
+    // Only now is the job sure to run: an error before this point still gets its own status.
+    handle->push(JobEvent::dispatched(decision));
     open_choices_[handle.get()] = job.n;
     for (int choice = 0; choice < job.n; ++choice) running_[ids[static_cast<size_t>(choice)]] = {handle, choice, job.deadline};
     running_count_ = static_cast<int64_t>(running_.size());

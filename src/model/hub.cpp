@@ -78,6 +78,37 @@ std::string describe(const httplib::Result& r) {
   return r ? "HTTP " + std::to_string(r->status) : "connection failed (" + httplib::to_string(r.error()) + ")";
 }
 
+// Appends the rest of `f` to `partial` (HTTP Range from `have`).
+void download(httplib::Client& client, const HubOptions& o, const std::string& repo_id, const std::string& commit,
+              const RemoteFile& f, const std::filesystem::path& partial, uint64_t have,
+              const std::function<void(const std::string&, uint64_t, uint64_t)>& progress) {
+  httplib::Headers headers = auth_headers(o);
+  if (have > 0) headers.emplace("Range", "bytes=" + std::to_string(have) + "-");
+  std::ofstream out(partial, std::ios::binary | std::ios::app);
+  uint64_t done = have;
+  const std::string path = "/" + repo_id + "/resolve/" + commit + "/" + f.name;
+  const auto r = client.Get(
+      path.c_str(), headers,
+      [&](const httplib::Response& response) {
+        if (have > 0 && response.status == 200) {  // the server ignored Range: the whole file again
+          out.close();
+          out.open(partial, std::ios::binary | std::ios::trunc);
+          done = 0;
+        }
+        return response.status == 200 || response.status == 206;
+      },
+      [&](const char* data, size_t n) {
+        out.write(data, static_cast<std::streamsize>(n));
+        done += n;
+        if (progress) progress(f.name, done, f.size);
+        return static_cast<bool>(out);
+      });
+  out.close();
+  if (!r || (r->status != 200 && r->status != 206)) {
+    throw LoadError(o.endpoint + path + ": " + describe(r) + " (rerun to resume)");
+  }
+}
+
 }  // namespace
 
 HubOptions HubOptions::from_environment() {
@@ -143,33 +174,12 @@ std::filesystem::path pull(const std::string& repo_id, const HubOptions& o,
     if (std::filesystem::exists(target)) continue;  // verified when it was kept
     auto partial = target;
     partial += ".incomplete";
-    const uint64_t have = std::filesystem::exists(partial) ? std::filesystem::file_size(partial) : 0;
-    httplib::Headers headers = auth_headers(o);
-    if (have > 0) headers.emplace("Range", "bytes=" + std::to_string(have) + "-");
-    std::ofstream out(partial, std::ios::binary | std::ios::app);
-    uint64_t done = have;
-    const std::string path = "/" + repo_id + "/resolve/" + commit + "/" + f.name;
-    const auto r = client->Get(
-        path.c_str(), headers,
-        [&](const httplib::Response& response) {
-          // A server that ignores Range sends the whole file again.
-          if (have > 0 && response.status == 200) {
-            out.close();
-            out.open(partial, std::ios::binary | std::ios::trunc);
-            done = 0;
-          }
-          return response.status == 200 || response.status == 206;
-        },
-        [&](const char* data, size_t n) {
-          out.write(data, static_cast<std::streamsize>(n));
-          done += n;
-          if (progress) progress(f.name, done, f.size);
-          return static_cast<bool>(out);
-        });
-    out.close();
-    if (!r || (r->status != 200 && r->status != 206)) {
-      throw LoadError(o.endpoint + path + ": " + describe(r) + " (rerun to resume)");
+    uint64_t have = std::filesystem::exists(partial) ? std::filesystem::file_size(partial) : 0;
+    if (f.size > 0 && have > f.size) {  // not a prefix of this file: start over
+      std::filesystem::remove(partial);
+      have = 0;
     }
+    if (f.size == 0 || have < f.size) download(*client, o, repo_id, commit, f, partial, have, progress);
     if (f.size > 0 && std::filesystem::file_size(partial) != f.size) {
       throw LoadError(f.name + ": got " + std::to_string(std::filesystem::file_size(partial)) + " bytes, expected " +
                       std::to_string(f.size) + " (rerun to resume)");

@@ -118,7 +118,7 @@ void ServerConfig::validate() const {
   if (queue_capacity < 1) throw InvalidArgument("queue_capacity", "queue_capacity must be at least 1");
   if (context < 0) throw InvalidArgument("context", "context must be >= 0");
   if (!(request_timeout_s > 0)) throw InvalidArgument("request_timeout_s", "request_timeout_s must be > 0");
-  if (threads < 1) throw InvalidArgument("threads", "threads must be at least 1");
+  if (threads < 0) throw InvalidArgument("threads", "threads must be >= 0 (0: automatic)");
 }
 
 std::vector<std::string> ServerConfig::resolved_api_keys() const {

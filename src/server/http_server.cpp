@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <random>
+#include <thread>
 
 #include "t2/common/log.hpp"
 #include "t2/server/openai.hpp"
@@ -26,9 +27,12 @@ int64_t unix_time() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// Byte-fallback tokens can be partial UTF-8; such bytes become U+FFFD instead of throwing.
+std::string dump(const json& body) { return body.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(dump(body), "application/json");
 }
 
 void send_error(httplib::Response& res, const ApiError& e) {
@@ -54,9 +58,21 @@ struct ChoiceResult {
   std::string finish_reason = "length";
 };
 
+// Cancels a job when its request is gone, whatever the path (a no-op once it ended).
+struct CancelOnExit {
+  std::shared_ptr<engine::JobHandle> handle;
+  CancelOnExit(std::shared_ptr<engine::JobHandle> h) : handle(std::move(h)) {}
+  CancelOnExit(CancelOnExit&&) = default;
+  CancelOnExit& operator=(CancelOnExit&&) = default;
+  ~CancelOnExit() {
+    if (handle) handle->cancel();
+  }
+  engine::JobHandle* operator->() const { return handle.get(); }
+};
+
 // A submitted prompt and what it is known to have produced so far.
 struct Submitted {
-  std::shared_ptr<engine::JobHandle> handle;
+  CancelOnExit handle;
   int64_t prompt_tokens = 0;
   std::string echo;  // prompt text to put before the completion
   dispatch::Decision decision;
@@ -199,11 +215,10 @@ struct HttpServer::Routes {
   }
 
   static Submitted submit(const ServingContext& ctx, engine::Job job) {
-    Submitted s;
-    s.prompt_tokens = static_cast<int64_t>(job.prompt.size());
+    Submitted s{CancelOnExit(nullptr), static_cast<int64_t>(job.prompt.size()), "", {}, {}};
     s.choices.resize(static_cast<size_t>(job.n));
     try {
-      s.handle = ctx.scheduler.submit(std::move(job));
+      s.handle = CancelOnExit(ctx.scheduler.submit(std::move(job)));
     } catch (const Overloaded& e) {
       throw ApiError(429, "rate_limit_error", e.what(), "", "queue_full");
     } catch (const InvalidArgument& e) {
@@ -214,17 +229,16 @@ struct HttpServer::Routes {
 
   // Waits for pass 1 of every job: afterwards the HTTP status is known.
   static void await_dispatch(std::vector<Submitted>& jobs, ServingContext& ctx) {
+    const auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(ctx.request_timeout_s * 1000));
     for (auto& job : jobs) {
       for (;;) {
         auto event = job.handle->next(std::chrono::milliseconds(100));
         if (!event) {
           if (job.handle->ended()) throw ApiError(500, "server_error", "the job ended before dispatch");
+          if (Clock::now() > deadline) throw ApiError(504, "timeout_error", "the request timed out in the queue", "", "timeout");
           continue;
         }
-        if (event->kind == engine::JobEvent::Kind::kError) {
-          for (auto& other : jobs) other.handle->cancel();
-          throw from_job_error(*event);
-        }
+        if (event->kind == engine::JobEvent::Kind::kError) throw from_job_error(*event);
         if (event->kind == engine::JobEvent::Kind::kDispatch) {
           job.decision = event->decision;
           ctx.metrics.observe_dispatch(dispatch::to_string(job.decision.strategy), job.decision.label,
@@ -356,12 +370,7 @@ struct HttpServer::Routes {
       std::vector<Submitted> submitted;
       for (auto& job : jobs) {
         const std::string echo_text = echo ? (job.dispatch_text) : "";
-        try {
-          submitted.push_back(submit(*ctx, std::move(job)));
-        } catch (...) {
-          for (auto& s : submitted) s.handle->cancel();
-          throw;
-        }
+        submitted.push_back(submit(*ctx, std::move(job)));  // earlier jobs cancel themselves if this throws
         submitted.back().echo = echo_text;
       }
       await_dispatch(submitted, *ctx);
@@ -381,8 +390,9 @@ struct HttpServer::Routes {
             "text/event-stream",
             [ctx, jobs_ptr, id, created, model, fingerprint, chat, n, include_usage, wants_logprobs, start, route,
              adaptation_label](size_t, httplib::DataSink& sink) {
+             try {
               const auto send = [&](const json& chunk) {
-                const std::string line = "data: " + chunk.dump() + "\n\n";
+                const std::string line = "data: " + dump(chunk) + "\n\n";
                 return sink.write(line.data(), line.size());
               };
               const auto chunk = [&](json choices) {
@@ -433,12 +443,11 @@ struct HttpServer::Routes {
                   if (error->status() == 499) {
                     ok = false;
                   } else {
-                    const std::string line = "data: " + error->body().dump() + "\n\n";
+                    const std::string line = "data: " + dump(error->body()) + "\n\n";
                     ok = sink.write(line.data(), line.size());
                   }
                 }
               }
-              for (auto& job : *jobs_ptr) job.handle->cancel();  // a no-op for finished jobs
               ctx->metrics.count_tokens(prompt_tokens, completion_tokens);
               ctx->metrics.count_request(route, ok ? 200 : 499, adaptation_label);
               log_request(id, route, ok ? 200 : 499, adaptation_label, prompt_tokens, completion_tokens, start);
@@ -453,81 +462,68 @@ struct HttpServer::Routes {
               sink.write(kDone.data(), kDone.size());
               sink.done();
               return true;
+             } catch (const std::exception& e) {
+              // Past the headers nothing can change the status; end the stream, never the process.
+              log::error(id + " stream failed: " + e.what());
+              return false;
+             }
+            },
+            [jobs_ptr](bool) {
+              for (auto& job : *jobs_ptr) job.handle->cancel();  // also when the provider never ran
             });
         return;
       }
 
-      // One JSON body. Whitespace (valid before JSON) is written while waiting
-      // so a client that went away is noticed and its request cancelled.
-      auto jobs_ptr = std::make_shared<std::vector<Submitted>>(std::move(submitted));
-      const bool wants_logprobs = fields.logprobs >= 0;
-      res.status = 200;
-      res.set_chunked_content_provider(
-          "application/json",
-          [ctx, jobs_ptr, id, created, model, fingerprint, chat, n, wants_logprobs, start, route, adaptation_label](
-              size_t, httplib::DataSink& sink) {
-            int64_t prompt_tokens = 0, completion_tokens = 0;
-            json choices = json::array();
-            auto last_beat = Clock::now();
-            const auto alive = [&] {
-              if (Clock::now() - last_beat < std::chrono::milliseconds(500)) return true;
-              last_beat = Clock::now();
-              return sink.write(" ", 1);
-            };
-            std::optional<ApiError> error;
-            for (size_t j = 0; j < jobs_ptr->size() && !error; ++j) {
-              Submitted& job = (*jobs_ptr)[j];
-              error = collect(job, *ctx, start, [&](int, const engine::JobEvent&) { return alive(); }, alive);
-              prompt_tokens += job.prompt_tokens;
-              for (int c = 0; c < n; ++c) {
-                const ChoiceResult& r = job.choices[static_cast<size_t>(c)];
-                completion_tokens += static_cast<int64_t>(r.tokens.size());
-                const int index = static_cast<int>(j) * n + c;
-                if (chat) {
-                  choices.push_back({{"index", index},
-                                     {"message", {{"role", "assistant"}, {"content", r.text}}},
-                                     {"logprobs", wants_logprobs ? chat_logprobs(*ctx, r) : json(nullptr)},
-                                     {"finish_reason", r.finish_reason}});
-                } else {
-                  choices.push_back({{"index", index},
-                                     {"text", job.echo + r.text},
-                                     {"logprobs", wants_logprobs ? completion_logprobs(*ctx, r, job.echo.size()) : json(nullptr)},
-                                     {"finish_reason", r.finish_reason}});
-                }
-              }
-            }
-            for (auto& job : *jobs_ptr) job.handle->cancel();
-            ctx->metrics.count_tokens(prompt_tokens, completion_tokens);
-            if (error) {
-              ctx->metrics.count_request(route, error->status(), adaptation_label);
-              log_request(id, route, error->status(), adaptation_label, prompt_tokens, completion_tokens, start);
-              if (error->status() == 499) return false;
-              const std::string text = error->body().dump();
-              sink.write(text.data(), text.size());
-              sink.done();
-              return true;
-            }
-            ctx->metrics.count_request(route, 200, adaptation_label);
-            log_request(id, route, 200, adaptation_label, prompt_tokens, completion_tokens, start);
-            const json response = {{"id", id},
-                                   {"object", chat ? "chat.completion" : "text_completion"},
-                                   {"created", created},
-                                   {"model", model},
-                                   {"system_fingerprint", fingerprint},
-                                   {"choices", choices},
-                                   {"usage", {{"prompt_tokens", prompt_tokens},
-                                              {"completion_tokens", completion_tokens},
-                                              {"total_tokens", prompt_tokens + completion_tokens}}},
-                                   {"t2", t2_object(jobs_ptr->front().decision)}};
-            const std::string text = response.dump();
-            sink.write(text.data(), text.size());
-            sink.done();
-            return true;
-          });
+      // One JSON body, computed here so its status reflects how the job ended.
+      int64_t prompt_tokens = 0, completion_tokens = 0;
+      json choices = json::array();
+      for (size_t j = 0; j < submitted.size(); ++j) {
+        Submitted& job = submitted[j];
+        const auto error = collect(job, *ctx, start, [](int, const engine::JobEvent&) { return true; }, [] { return true; });
+        if (error) throw *error;
+        prompt_tokens += job.prompt_tokens;
+        for (int c = 0; c < n; ++c) {
+          const ChoiceResult& r = job.choices[static_cast<size_t>(c)];
+          completion_tokens += static_cast<int64_t>(r.tokens.size());
+          const int index = static_cast<int>(j) * n + c;
+          if (chat) {
+            choices.push_back({{"index", index},
+                               {"message", {{"role", "assistant"}, {"content", r.text}}},
+                               {"logprobs", fields.logprobs >= 0 ? chat_logprobs(*ctx, r) : json(nullptr)},
+                               {"finish_reason", r.finish_reason}});
+          } else {
+            choices.push_back({{"index", index},
+                               {"text", job.echo + r.text},
+                               {"logprobs", fields.logprobs >= 0 ? completion_logprobs(*ctx, r, job.echo.size()) : json(nullptr)},
+                               {"finish_reason", r.finish_reason}});
+          }
+        }
+      }
+      ctx->metrics.count_tokens(prompt_tokens, completion_tokens);
+      ctx->metrics.count_request(route, 200, adaptation_label);
+      log_request(id, route, 200, adaptation_label, prompt_tokens, completion_tokens, start);
+      send_json(res, 200, {{"id", id},
+                           {"object", chat ? "chat.completion" : "text_completion"},
+                           {"created", created},
+                           {"model", model},
+                           {"system_fingerprint", fingerprint},
+                           {"choices", choices},
+                           {"usage", {{"prompt_tokens", prompt_tokens},
+                                      {"completion_tokens", completion_tokens},
+                                      {"total_tokens", prompt_tokens + completion_tokens}}},
+                           {"t2", t2_object(submitted.front().decision)}});
     } catch (const ApiError& e) {
       ctx->metrics.count_request(route, e.status(), adaptation_label);
       log_request(id, route, e.status(), adaptation_label, 0, 0, start);
       send_error(res, e);
+    } catch (const InvalidArgument& e) {
+      const ApiError error = ApiError::bad_request(e.param(), e.what());
+      ctx->metrics.count_request(route, 400, adaptation_label);
+      send_error(res, error);
+    } catch (const json::exception& e) {
+      const ApiError error = ApiError::bad_request("", std::string("malformed request: ") + e.what());
+      ctx->metrics.count_request(route, 400, adaptation_label);
+      send_error(res, error);
     }
   }
 
@@ -578,6 +574,7 @@ struct HttpServer::Routes {
       }
       const std::string name = body["name"].get<std::string>();
       if (!svf::is_valid_expert_name(name)) throw ApiError::bad_request("name", "invalid expert name '" + name + "'");
+      if (body.contains("force") && !body["force"].is_boolean()) throw ApiError::bad_request("force", "'force' must be a boolean");
       const bool force = body.value("force", false);
       try {
         ctx->store.load_from(ctx->experts_dir, name, force);
@@ -620,7 +617,9 @@ struct HttpServer::Routes {
 HttpServer::HttpServer(const ServerConfig& config, std::vector<std::string> api_keys)
     : http_(std::make_unique<httplib::Server>()), api_keys_(std::move(api_keys)) {
   auto routes = std::make_shared<Routes>(Routes{*this});
-  http_->new_task_queue = [threads = config.threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  // Every running or queued generation holds a worker; the rest answer /health and 429s.
+  const int threads = config.threads > 0 ? config.threads : static_cast<int>(config.max_batch + config.queue_capacity + 8);
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http_->set_payload_max_length(static_cast<size_t>(config.max_body_bytes));
   http_->Post("/v1/completions", [routes](const auto& req, auto& res) { routes->generate(req, res, false); });
   http_->Post("/v1/chat/completions", [routes](const auto& req, auto& res) { routes->generate(req, res, true); });
@@ -662,6 +661,10 @@ int HttpServer::bind(const std::string& host, int port) {
 }
 
 void HttpServer::serve() { http_->listen_after_bind(); }
+
+void HttpServer::wait_until_running() const {
+  while (!http_->is_running()) std::this_thread::yield();
+}
 
 void HttpServer::set_ready(std::shared_ptr<ServingContext> context) { std::atomic_store(&context_, std::move(context)); }
 

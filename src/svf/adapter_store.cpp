@@ -127,50 +127,57 @@ std::optional<Expert> AdapterStore::find(const std::string& name) const {
 std::map<MatrixId, at::Tensor> AdapterStore::resolve(const Adaptation& adaptation) const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<std::string> used;
-  return resolve_locked(adaptation, 0, used);
+  return resolve_locked(adaptation, used);
 }
 
-std::map<MatrixId, at::Tensor> AdapterStore::resolve_locked(const Adaptation& adaptation, int depth,
-                                                            std::vector<std::string>& used) const {
+std::set<MatrixId> AdapterStore::adapted_locked(const std::string& name, int depth) const {
   if (depth > kMaxMixtureDepth) throw InvalidArgument("mixture", "mixtures nest too deeply (a cycle?)");
-  // z = sum_k a_k z_k; a matrix an expert leaves alone counts as z_k = 1 there.
-  std::map<MatrixId, at::Tensor> mixed;
-  const auto add_term = [&](const MatrixId& id, const at::Tensor& z, double a) {
-    auto it = mixed.find(id);
-    if (it == mixed.end()) it = mixed.emplace(id, at::zeros_like(factors_.at(id).s)).first;
-    it->second.add_(z.to(it->second.device()), a);
-  };
-  std::vector<std::pair<std::map<MatrixId, at::Tensor>, double>> terms;
+  const auto it = experts_.find(name);
+  if (it == experts_.end()) throw NotFound("expert '" + name + "' is not loaded");
+  std::set<MatrixId> ids;
+  for (const auto& [matrix, z] : it->second.z) ids.insert(*parse_weight_name(matrix, model_.config().num_layers));
+  for (const auto& c : it->second.components) {
+    const auto inner = adapted_locked(c.expert, depth + 1);
+    ids.insert(inner.begin(), inner.end());
+  }
+  return ids;
+}
+
+void AdapterStore::accumulate_locked(const std::string& name, double coefficient, const std::set<MatrixId>& matrices,
+                                     int depth, std::map<MatrixId, at::Tensor>& mixed, std::vector<std::string>& used) const {
+  // z += a * z_e on every matrix of the mixture; a matrix e leaves alone counts as z_e = 1.
+  const Expert& e = experts_.at(name);
+  used.push_back(name);
+  if (e.kind == ExpertKind::kSvf) {
+    for (const MatrixId& id : matrices) {
+      const auto found = e.z.find(id.weight_name());
+      const at::Tensor& s = factors_.at(id).s;
+      const at::Tensor z = found != e.z.end() ? found->second.to(s.device()) : at::ones_like(s);
+      auto slot = mixed.try_emplace(id, at::zeros_like(s)).first;
+      slot->second.add_(z, coefficient);
+    }
+    return;
+  }
+  // A stored mixture: each component scaled by its own (global or per-matrix) coefficient.
+  for (const MixtureComponent& c : e.components) {
+    std::map<MatrixId, at::Tensor> inner;
+    accumulate_locked(c.expert, 1.0, matrices, depth + 1, inner, used);
+    for (const auto& [id, z] : inner) {
+      auto slot = mixed.try_emplace(id, at::zeros_like(z)).first;
+      slot->second.add_(z, coefficient * c.coefficient_for(id.weight_name()));
+    }
+  }
+}
+
+std::map<MatrixId, at::Tensor> AdapterStore::resolve_locked(const Adaptation& adaptation, std::vector<std::string>& used) const {
+  std::set<MatrixId> matrices;
   for (const auto& [name, coefficient] : adaptation.coefficients) {
     check_coefficient(name, coefficient);
-    const auto it = experts_.find(name);
-    if (it == experts_.end()) throw NotFound("expert '" + name + "' is not loaded");
-    used.push_back(name);
-    const Expert& e = it->second;
-    if (e.kind == ExpertKind::kSvf) {
-      std::map<MatrixId, at::Tensor> z;
-      for (const auto& [matrix, vector] : e.z) z.emplace(*parse_weight_name(matrix, model_.config().num_layers), vector);
-      terms.emplace_back(std::move(z), coefficient);
-      continue;
-    }
-    // A stored mixture: its components, each with a global or per-matrix coefficient.
-    for (const MixtureComponent& c : e.components) {
-      const auto inner = resolve_locked(Adaptation::expert(c.expert), depth + 1, used);
-      std::map<MatrixId, at::Tensor> scaled;
-      for (const auto& [id, z] : inner) scaled.emplace(id, z * c.coefficient_for(id.weight_name()));
-      terms.emplace_back(std::move(scaled), coefficient);
-    }
+    const auto ids = adapted_locked(name, 0);
+    matrices.insert(ids.begin(), ids.end());
   }
-  std::set<MatrixId> adapted;
-  for (const auto& [z, a] : terms) {
-    for (const auto& [id, v] : z) adapted.insert(id);
-  }
-  for (const auto& [z, a] : terms) {
-    for (const MatrixId& id : adapted) {
-      const auto found = z.find(id);
-      add_term(id, found != z.end() ? found->second : at::ones_like(factors_.at(id).s), a);
-    }
-  }
+  std::map<MatrixId, at::Tensor> mixed;
+  for (const auto& [name, coefficient] : adaptation.coefficients) accumulate_locked(name, coefficient, matrices, 0, mixed, used);
   return mixed;
 }
 
@@ -187,7 +194,7 @@ std::shared_ptr<const model::ProjectionSet> AdapterStore::weights(const Adaptati
   c10::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::string> used;
-  const auto mixed = resolve_locked(adaptation, 0, used);
+  const auto mixed = resolve_locked(adaptation, used);
   const auto weights = compose(mixed);
   int64_t bytes = 0;
   for (const auto& [id, z] : mixed) bytes += static_cast<int64_t>(weights->get(id.layer, id.projection).nbytes());

@@ -122,6 +122,13 @@ TEST(HubPull, DownloadsVerifiesResumesAndReuses) {
   t2::model::pull("karpathy/stories260K", options);
   EXPECT_EQ(hub.ranged, 1);
   EXPECT_EQ(read_file(weights), full);
+
+  // Killed after the last byte but before the rename: verified, not downloaded again.
+  std::filesystem::rename(weights, weights.string() + ".incomplete");
+  const int downloads = hub.downloads;
+  t2::model::pull("karpathy/stories260K", options);
+  EXPECT_EQ(hub.downloads, downloads);
+  EXPECT_EQ(read_file(weights), full);
 }
 
 TEST(HubPull, ChecksumMismatchIsAnErrorAndKeepsNothing) {

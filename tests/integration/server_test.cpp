@@ -169,6 +169,13 @@ TEST_F(ServerTest, CompletionFollowsTheSchema) {
   EXPECT_EQ(lp["top_logprobs"][0].size(), 2u);
   EXPECT_LE(lp["token_logprobs"][0].get<double>(), 0.0);
 
+  // Byte-fallback tokens (partial UTF-8) in logprobs must not break the JSON.
+  const json bytes = post("/v1/completions", {{"prompt", "Lily saw a 🐶 and a 世界"}, {"max_tokens", 4}, {"logprobs", 5}});
+  EXPECT_EQ(bytes["choices"][0]["logprobs"]["top_logprobs"][0].size(), 5u);
+  const json chat_bytes = post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "🐶世界"}}}}, {"max_tokens", 3},
+                                                        {"logprobs", true}, {"top_logprobs", 5}});
+  EXPECT_EQ(chat_bytes["choices"][0]["logprobs"]["content"].size(), 3u);
+
   const json batch = post("/v1/completions", {{"prompt", {"Once upon a time", "Tom"}}, {"max_tokens", 4}, {"n", 2}, {"seed", 5}});
   EXPECT_EQ(batch["choices"].size(), 4u);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(batch["choices"][i]["index"], i);

@@ -240,6 +240,29 @@ TEST_F(SvfStories, ExpertsChangeLogitsAndMixturesCombineLinearly) {
   EXPECT_THROW(store.weights(Adaptation{{{"a", std::nan("")}}}), t2::InvalidArgument);
 }
 
+TEST_F(SvfStories, MatricesAComponentLeavesAloneCountAsOnesTimesItsCoefficient) {
+  AdapterStore store(*model_, *cache_, 1 << 30);
+  Expert narrow = random_expert("narrow", 12);
+  const std::string up0 = MatrixId{0, t2::model::Projection::kUp}.weight_name();
+  const at::Tensor z_up0 = narrow.z.at(up0);
+  narrow.z = {{up0, z_up0}};  // adapts one matrix only
+  store.add(narrow);
+  store.add(random_expert("wide", 13));
+  const Expert wide = *store.find("wide");
+  const MatrixId down1{1, t2::model::Projection::kDown};
+  const auto inline_mix = store.resolve(Adaptation::parse_mixture("narrow=0.3,wide=0.7"));
+  EXPECT_TRUE(at::allclose(inline_mix.at(down1), at::ones({64}) * 0.3 + wide.z.at(down1.weight_name()) * 0.7, 1e-6, 1e-6));
+
+  Expert stored;
+  stored.name = "stored";
+  stored.kind = t2::svf::ExpertKind::kMixture;
+  stored.base_fingerprint = fingerprint_;
+  stored.components = {{"narrow", 0.3, {}}, {"wide", 0.7, {}}};
+  store.add(stored);
+  const auto via_stored = store.resolve(Adaptation::expert("stored"));
+  for (const auto& [id, z] : inline_mix) EXPECT_TRUE(at::allclose(via_stored.at(id), z, 1e-6, 1e-6)) << id.weight_name();
+}
+
 TEST_F(SvfStories, LoadsFromTheExpertsFolderOnly) {
   random_expert("a", 6).save(experts_dir_ / "a");
   Expert mix;

@@ -35,7 +35,7 @@ struct ServerConfig {
   std::string classifier_expert;
   bool constrained_dispatch = true;
   std::string chat_template = "auto";  // or plain, llama-2, llama-3, chatml, zephyr, mistral
-  int threads = 8;                     // HTTP worker threads
+  int threads = 0;  // HTTP worker threads; 0: max_batch + queue_capacity + 8, so waiting requests never block /health
 
   // Applies the fields present in a config file; throws LoadError naming the
   // file and field on a wrong type.

@@ -51,6 +51,8 @@ class HttpServer {
   int bind(const std::string& host, int port);
   // Serves until stop(); call from its own thread.
   void serve();
+  // Returns once serve() is accepting connections (so stop() takes effect).
+  void wait_until_running() const;
   // From then on requests are answered (before: 503 "loading").
   void set_ready(std::shared_ptr<ServingContext> context);
   // New requests get 503 while in-flight ones finish.

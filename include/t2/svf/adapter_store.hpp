@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,8 +85,11 @@ class AdapterStore {
     std::list<std::string>::iterator lru;
   };
 
-  std::map<MatrixId, at::Tensor> resolve_locked(const Adaptation& adaptation, int depth,
-                                                std::vector<std::string>& used) const;
+  std::map<MatrixId, at::Tensor> resolve_locked(const Adaptation& adaptation, std::vector<std::string>& used) const;
+  // Every matrix `name` adapts, through nested mixtures.
+  std::set<MatrixId> adapted_locked(const std::string& name, int depth) const;
+  void accumulate_locked(const std::string& name, double coefficient, const std::set<MatrixId>& matrices, int depth,
+                         std::map<MatrixId, at::Tensor>& mixed, std::vector<std::string>& used) const;
   void evict_locked();
   void drop_compositions_using_locked(const std::string& name);
 
