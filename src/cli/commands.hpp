@@ -9,6 +9,7 @@ void add_generate_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 void add_pull_command(CLI::App& app);
+void add_train_commands(CLI::App& app);
 void add_svd_command(CLI::App& app);
 void add_experts_command(CLI::App& app);
 

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   t2::cli::add_generate_command(app);
   t2::cli::add_svd_command(app);
   t2::cli::add_experts_command(app);
+  t2::cli::add_train_commands(app);
   t2::cli::add_pull_command(app);
   t2::cli::add_bench_command(app);
   try {

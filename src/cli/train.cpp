@@ -1,0 +1,250 @@
+// `t2 train` (SVF with REINFORCE), `t2 adapt` (few-shot CEM over expert
+// mixtures) and `t2 eval` (accuracy on a task split).
+#include <c10/core/InferenceMode.h>
+
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "options.hpp"
+#include "t2/common/errors.hpp"
+#include "t2/model/hub.hpp"
+#include "t2/train/cem.hpp"
+#include "t2/train/reinforce.hpp"
+
+namespace t2::cli {
+namespace {
+
+struct TaskOptions {
+  std::string file;
+  std::string reward = "contains";
+  std::string template_text = "{prompt}";
+  int64_t max_tokens = 32;
+
+  void add_to(CLI::App& cmd, const char* file_flag, const char* help) {
+    cmd.add_option(file_flag, file, help)->required()->check(CLI::ExistingFile);
+    cmd.add_option("--reward", reward, "exact, numeric, contains, regex or choice")->capture_default_str();
+    cmd.add_option("--template", template_text, "prompt template; {prompt} is replaced")->capture_default_str();
+    cmd.add_option("--max-tokens", max_tokens, "tokens generated per answer")->capture_default_str()->check(CLI::PositiveNumber);
+  }
+  train::Task load() const { return train::Task::load(file, train::parse_reward(reward), template_text); }
+};
+
+// What every training command loads: model, tokenizer, SVD cache, adapter store.
+struct Loaded {
+  std::filesystem::path model_dir;
+  std::optional<model::Transformer> model;
+  std::optional<tokenizer::Tokenizer> tokenizer;
+  std::vector<int64_t> eos;
+  std::optional<svf::AdapterStore> store;
+
+  Loaded(const std::string& model_arg, const PlacementOptions& placement, const SvfOptions& svf) {
+    model_dir = model::resolve_model(model_arg);
+    model.emplace(model::Transformer::load(model_dir, placement.placement()));
+    tokenizer.emplace(tokenizer::Tokenizer::load(model_dir));
+    eos = model::GenerationConfig::from_model_dir(model_dir).eos_token_ids;
+    const auto cache = svf::SvdCache::load_or_build(*model, model::checkpoint_fingerprint(model_dir),
+                                                    svf::parse_targets(svf.targets), svf.cache_path(), model->placement().device);
+    store.emplace(*model, cache.cache, int64_t{1} << 40);
+  }
+};
+
+struct TrainCommand {
+  std::string model_dir;
+  std::string out;
+  std::string description;
+  bool no_resume = false;
+  TaskOptions task;
+  train::TrainOptions options;
+  PlacementOptions placement;
+  SvfOptions svf;
+
+  void run() {
+    Loaded l(model_dir, placement, svf);
+    options.out_dir = out;
+    options.name = std::filesystem::path(out).lexically_normal().filename().string();
+    options.description = description.empty() ? "trained on " + std::filesystem::path(task.file).filename().string() : description;
+    options.resume = !no_resume;
+    options.generation = {task.max_tokens, l.eos};
+    const train::Task t = task.load();
+    const auto result = train::train_svf(*l.model, *l.tokenizer, *l.store, t, options);
+    std::cout << nlohmann::json{{"expert", options.name},
+                                {"out", out},
+                                {"base_validation_accuracy", result.base_validation},
+                                {"best_validation_accuracy", result.best_validation},
+                                {"best_iter", result.best_iter}}
+                     .dump()
+              << std::endl;
+  }
+};
+
+struct AdaptCommand {
+  std::string model_dir;
+  std::string experts;
+  std::string out;
+  bool per_matrix = false;
+  TaskOptions task;
+  train::CemOptions cem;
+  PlacementOptions placement;
+  SvfOptions svf;
+
+  void run() {
+    Loaded l(model_dir, placement, svf);
+    std::vector<std::string> names;
+    std::stringstream list(experts);
+    for (std::string name; std::getline(list, name, ',');) {
+      if (!name.empty()) names.push_back(name);
+    }
+    if (names.empty()) throw InvalidArgument("experts", "give the experts to mix, e.g. --experts a,b,c");
+    for (const auto& name : names) l.store->load_from(svf.experts_dir, name);
+    const train::Task t = task.load();
+    const auto& examples = t.examples;  // few-shot: every record is an example
+    const train::Generation generation{task.max_tokens, l.eos};
+    std::vector<std::vector<int64_t>> prompts, answers;
+    for (const auto& e : examples) {
+      prompts.push_back(l.tokenizer->encode(e.prompt, true));
+      answers.push_back(l.tokenizer->encode(e.answer, false));
+    }
+    // z per expert per matrix, for composing candidate mixtures quickly.
+    std::vector<std::map<svf::MatrixId, at::Tensor>> expert_z;
+    for (const auto& name : names) expert_z.push_back(l.store->resolve(svf::Adaptation::expert(name)));
+    std::vector<svf::MatrixId> matrices;
+    for (const auto& [id, z] : expert_z[0]) matrices.push_back(id);
+    const auto K = static_cast<int64_t>(names.size());
+    const auto M = static_cast<int64_t>(matrices.size());
+    const int64_t dimension = per_matrix ? K * M : K;
+    const auto coefficient = [&](const std::vector<double>& a, int64_t k, int64_t m) {
+      return per_matrix ? a[static_cast<size_t>(k * M + m)] : a[static_cast<size_t>(k)];
+    };
+    const auto objective = [&](const std::vector<double>& a) {
+      std::map<svf::MatrixId, at::Tensor> z;
+      for (int64_t m = 0; m < M; ++m) {
+        at::Tensor sum;
+        for (int64_t k = 0; k < K; ++k) {
+          const at::Tensor term = expert_z[static_cast<size_t>(k)].at(matrices[static_cast<size_t>(m)]) * coefficient(a, k, m);
+          sum = sum.defined() ? sum + term : term;
+        }
+        if (sum.sum().item<double>() <= 0) return train::CemScore{0, -1e30};  // no valid weights
+        z.emplace(matrices[static_cast<size_t>(m)], sum);
+      }
+      const auto weights = l.store->compose(z);
+      const auto accuracy = train::evaluate(*l.model, *l.tokenizer, weights, examples, t.reward, generation);
+      c10::InferenceMode guard;
+      const auto scores = train::score_completions(*l.model, *weights, prompts, answers);
+      return train::CemScore{accuracy.value(), scores.log_likelihood.mean().item<double>()};
+    };
+    const auto result = train::cross_entropy_method(dimension, std::vector<double>(static_cast<size_t>(dimension), 1.0 / static_cast<double>(K)),
+                                                    objective, cem);
+    svf::Expert mixture;
+    mixture.name = std::filesystem::path(out).lexically_normal().filename().string();
+    mixture.kind = svf::ExpertKind::kMixture;
+    mixture.description = "CEM mixture of " + experts + " for " + std::filesystem::path(task.file).filename().string();
+    mixture.base_fingerprint = l.store->fingerprint();
+    for (int64_t k = 0; k < K; ++k) {
+      svf::MixtureComponent c{names[static_cast<size_t>(k)], per_matrix ? 1.0 : coefficient(result.best, k, 0), {}};
+      if (per_matrix) {
+        for (int64_t m = 0; m < M; ++m) c.per_matrix[matrices[static_cast<size_t>(m)].weight_name()] = coefficient(result.best, k, m);
+      }
+      mixture.components.push_back(std::move(c));
+    }
+    const auto base = train::evaluate(*l.model, *l.tokenizer, nullptr, examples, t.reward, generation);
+    mixture.provenance = {{"method", "cem"},        {"examples", std::filesystem::path(task.file).filename().string()},
+                          {"population", cem.population}, {"elite_ratio", cem.elite_ratio},
+                          {"iters", cem.iters},      {"per_matrix", per_matrix},
+                          {"seed", cem.seed},        {"reward", task.reward}};
+    mixture.scores = {{"few_shot_accuracy", result.best_score.accuracy},
+                      {"few_shot_log_likelihood", result.best_score.log_likelihood},
+                      {"base_few_shot_accuracy", base.value()},
+                      {"examples", examples.size()}};
+    mixture.save(out);
+    std::cout << mixture.to_json().dump() << std::endl;
+  }
+};
+
+struct EvalCommand {
+  std::string model_dir;
+  std::string split = "test";
+  TaskOptions task;
+  PlacementOptions placement;
+  SvfOptions svf;
+  AdaptationOptions adaptation;
+
+  void run() {
+    const train::Task t = task.load();
+    const auto examples = t.split(train::parse_split(split));
+    if (examples.empty()) throw InvalidArgument("split", "the task has no '" + split + "' examples");
+    const auto dir = model::resolve_model(model_dir);
+    const model::Transformer m = model::Transformer::load(dir, placement.placement());
+    const auto tok = tokenizer::Tokenizer::load(dir);
+    const auto weights = adapted_weights(m, dir, svf, adaptation);
+    const auto a = train::evaluate(m, tok, weights, examples, t.reward,
+                                   {task.max_tokens, model::GenerationConfig::from_model_dir(dir).eos_token_ids});
+    const auto [lo, hi] = a.interval();
+    std::cout << nlohmann::json{{"task", t.name},
+                                {"split", split},
+                                {"adaptation", adaptation.adaptation().key()},
+                                {"accuracy", a.value()},
+                                {"correct", a.correct},
+                                {"total", a.total},
+                                {"ci95", {lo, hi}}}
+                     .dump()
+              << std::endl;
+  }
+};
+
+}  // namespace
+
+void add_train_commands(CLI::App& app) {
+  auto t = std::make_shared<TrainCommand>();
+  CLI::App* train_cmd = app.add_subcommand("train", "Train an SVF expert with REINFORCE on a JSONL task");
+  train_cmd->add_option("--model", t->model_dir, "Hugging Face model folder")->required()->envname("T2_MODEL");
+  t->task.add_to(*train_cmd, "--task", "JSONL task file ({\"prompt\", \"answer\", \"split\"?})");
+  train_cmd->add_option("--out", t->out, "expert folder to write, e.g. experts/NAME")->required();
+  train_cmd->add_option("--description", t->description, "what the expert is for");
+  train_cmd->add_option("--lr", t->options.lr, "Adam learning rate")->capture_default_str();
+  train_cmd->add_option("--batch-size", t->options.batch_size, "samples per step")->capture_default_str()->check(CLI::PositiveNumber);
+  train_cmd->add_option("--iters", t->options.iters, "training steps")->capture_default_str()->check(CLI::PositiveNumber);
+  train_cmd->add_option("--kl-coef", t->options.kl_coef, "weight of KL(pi || pi_base)")->capture_default_str();
+  train_cmd->add_option("--max-grad-norm", t->options.max_grad_norm, "gradient-norm clip (0: none)")->capture_default_str();
+  train_cmd->add_option("--init", t->options.init, "initial p (z = sigmoid(p) * max_mult)")->capture_default_str();
+  train_cmd->add_option("--max-mult", t->options.max_mult, "upper bound of z")->capture_default_str();
+  train_cmd->add_option("--temperature", t->options.temperature, "sampling temperature while training")->capture_default_str();
+  train_cmd->add_option("--eval-every", t->options.eval_every, "validate every N steps")->capture_default_str()->check(CLI::PositiveNumber);
+  train_cmd->add_option("--seed", t->options.seed, "random seed (training is deterministic under it)")->capture_default_str();
+  train_cmd->add_flag("--no-resume", t->no_resume, "start over instead of resuming from the output folder's state");
+  t->placement.add_to(*train_cmd);
+  t->svf.add_to(*train_cmd);
+  train_cmd->callback([t] { t->run(); });
+
+  auto a = std::make_shared<AdaptCommand>();
+  CLI::App* adapt_cmd = app.add_subcommand("adapt", "Find a mixture of experts for a new task from a few examples (CEM)");
+  adapt_cmd->add_option("--model", a->model_dir, "Hugging Face model folder")->required()->envname("T2_MODEL");
+  adapt_cmd->add_option("--experts", a->experts, "experts to mix, comma-separated")->required();
+  a->task.add_to(*adapt_cmd, "--examples", "JSONL few-shot examples ({\"prompt\", \"answer\"})");
+  adapt_cmd->add_option("--out", a->out, "mixture expert folder to write")->required();
+  adapt_cmd->add_option("--population", a->cem.population, "candidates per iteration")->capture_default_str();
+  adapt_cmd->add_option("--elite-ratio", a->cem.elite_ratio, "fraction kept to refit the Gaussian")->capture_default_str();
+  adapt_cmd->add_option("--iters", a->cem.iters, "CEM iterations")->capture_default_str();
+  adapt_cmd->add_option("--min", a->cem.min, "lowest coefficient")->capture_default_str();
+  adapt_cmd->add_option("--max", a->cem.max, "highest coefficient")->capture_default_str();
+  adapt_cmd->add_option("--seed", a->cem.seed, "random seed")->capture_default_str();
+  adapt_cmd->add_flag("--per-matrix", a->per_matrix, "one coefficient per expert per matrix");
+  a->placement.add_to(*adapt_cmd);
+  a->svf.add_to(*adapt_cmd);
+  adapt_cmd->callback([a] { a->run(); });
+
+  auto e = std::make_shared<EvalCommand>();
+  CLI::App* eval_cmd = app.add_subcommand("eval", "Accuracy of the base model, an expert or a mixture on a task split (JSON)");
+  eval_cmd->add_option("--model", e->model_dir, "Hugging Face model folder")->required()->envname("T2_MODEL");
+  e->task.add_to(*eval_cmd, "--task", "JSONL task file");
+  eval_cmd->add_option("--split", e->split, "train, validation or test")->capture_default_str();
+  e->placement.add_to(*eval_cmd);
+  e->svf.add_to(*eval_cmd);
+  e->adaptation.add_to(*eval_cmd);
+  eval_cmd->callback([e] { e->run(); });
+}
+
+}  // namespace t2::cli
