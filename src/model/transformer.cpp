@@ -236,7 +236,7 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
     for (int64_t b = 0; b < B; ++b) last.push_back(b * T + counts[static_cast<size_t>(b)] - 1);
     hidden = hidden.reshape({B * T, -1}).index_select(0, to_device(last));
   }
-  return at::linear(hidden, weights_.lm_head).to(at::kFloat);
+  return at::linear(hidden, weights_.lm_head).to(at::promote_types(placement_.dtype, at::kFloat));
 }
 
 at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector<int64_t>& lengths,
@@ -260,7 +260,7 @@ at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector
   attn.key_length = T;
   const at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, tokens.to(placement_.device)), attn,
                                           projections, nullptr);
-  return at::linear(hidden, weights_.lm_head).to(at::kFloat);
+  return at::linear(hidden, weights_.lm_head).to(at::promote_types(placement_.dtype, at::kFloat));
 }
 
 }  // namespace t2::model

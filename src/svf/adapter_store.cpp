@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
 
 #include "t2/common/errors.hpp"
@@ -64,10 +65,11 @@ std::string Adaptation::key() const {
 
 AdapterStore::AdapterStore(const model::Transformer& model, const SvdCache& cache, int64_t budget_bytes)
     : model_(model), fingerprint_(cache.fingerprint()), targets_(cache.targets()), budget_bytes_(budget_bytes) {
-  c10::InferenceMode guard;
+  at::NoGradGuard no_grad;  // normal tensors, so training can compose from them under autograd
   const auto& placement = model.placement();
   for (const auto& [id, f] : cache.factors()) {
-    factors_.emplace(id, SvdFactors{f.U.to(placement.device, placement.dtype), f.s.to(placement.device, at::kFloat),
+    factors_.emplace(id, SvdFactors{f.U.to(placement.device, placement.dtype),
+                                    f.s.to(placement.device, at::promote_types(placement.dtype, at::kFloat)),
                                     f.Vh.to(placement.device, placement.dtype)});
     stats_.factor_bytes += static_cast<int64_t>(factors_.at(id).U.nbytes() + factors_.at(id).s.nbytes() +
                                                 factors_.at(id).Vh.nbytes());

@@ -3,7 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 
-#include <c10/core/InferenceMode.h>
+#include <ATen/core/grad_mode.h>
 
 #include "t2/common/errors.hpp"
 #include "t2/common/log.hpp"
@@ -28,7 +28,7 @@ std::filesystem::path default_cache_dir() {
 
 SvdCache SvdCache::compute(const model::Transformer& model, const std::string& fingerprint, Targets targets,
                            at::Device device) {
-  c10::InferenceMode guard;
+  at::NoGradGuard no_grad;  // not InferenceMode: training composes from these factors under autograd
   SvdCache cache;
   cache.fingerprint_ = fingerprint;
   cache.targets_ = targets;

@@ -12,7 +12,7 @@ SvfPolicy::SvfPolicy(const model::Transformer& model, const svf::AdapterStore& s
   if (!(max_mult > 0)) throw InvalidArgument("max-mult", "max_mult must be > 0");
   for (const auto& [id, f] : store.factors()) {
     matrices_.push_back(id);
-    parameters_.push_back(at::full({f.s.numel()}, init, at::TensorOptions().dtype(at::kFloat).device(f.s.device())).requires_grad_(true));
+    parameters_.push_back(at::full({f.s.numel()}, init, f.s.options()).requires_grad_(true));  // s's precision: float32 or float64
   }
 }
 

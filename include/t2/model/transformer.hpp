@@ -35,7 +35,8 @@ class Transformer {
   // The base model's adaptable matrices; SVF supplies other sets of the same shape.
   const ProjectionSet& base_projections() const { return weights_.projections; }
 
-  // Appends each chunk to its cache slot and returns float32 logits:
+  // Appends each chunk to its cache slot and returns logits (float32, or
+  // float64 for a float64 model):
   // [chunks, vocab] for each chunk's last token, or [chunks, max_len, vocab].
   at::Tensor forward(const std::vector<Chunk>& chunks, KVCache& cache, const ProjectionSet& projections,
                      LogitsScope scope = LogitsScope::kLastToken) const;

@@ -50,7 +50,8 @@ class AdapterStore {
     int64_t factor_bytes = 0;  // the SVD factors on the device
   };
 
-  // Copies the factors to the model's device: U and Vh in the model dtype, s in float32.
+  // Copies the factors to the model's device: U and Vh in the model dtype, s in float32
+  // (float64 for a float64 model). Plain tensors, so training can compose under autograd.
   AdapterStore(const model::Transformer& model, const SvdCache& cache, int64_t budget_bytes);
 
   // Validates the expert against the model and the cached targets (see

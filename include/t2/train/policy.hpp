@@ -37,7 +37,7 @@ class SvfPolicy {
   const svf::AdapterStore& store_;
   double max_mult_;
   std::vector<svf::MatrixId> matrices_;
-  std::vector<at::Tensor> parameters_;  // float32, requires_grad
+  std::vector<at::Tensor> parameters_;  // in s's precision, requires_grad
 };
 
 // Log-likelihoods of completions after prompts, under `weights`:

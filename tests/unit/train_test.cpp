@@ -1,0 +1,200 @@
+// Training experts: tasks and rewards, the REINFORCE gradient, the KL term,
+// autograd against finite differences, CEM, and a short real training run.
+#include <fstream>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include "support.hpp"
+#include "t2/common/errors.hpp"
+#include "t2/train/cem.hpp"
+#include "t2/train/reinforce.hpp"
+
+using t2::train::RewardKind;
+
+TEST(Rewards, EachKind) {
+  using t2::train::is_correct;
+  EXPECT_TRUE(is_correct(RewardKind::kExact, "  Paris\n", "Paris"));
+  EXPECT_FALSE(is_correct(RewardKind::kExact, "Paris, France", "Paris"));
+  EXPECT_TRUE(is_correct(RewardKind::kNumeric, "so 3 + 4 = 7", "7"));
+  EXPECT_TRUE(is_correct(RewardKind::kNumeric, "the answer is \\boxed{1,250}.", "1250"));
+  EXPECT_FALSE(is_correct(RewardKind::kNumeric, "7 then 8", "7"));
+  EXPECT_TRUE(is_correct(RewardKind::kContains, "a dog named Max", "dog"));
+  EXPECT_TRUE(is_correct(RewardKind::kRegex, "Tom and Sam", "(Tom|Sam) and"));
+  EXPECT_TRUE(is_correct(RewardKind::kChoice, "I think (B) is right", "B"));
+  EXPECT_TRUE(is_correct(RewardKind::kChoice, "\\boxed{c}", "C"));
+  EXPECT_FALSE(is_correct(RewardKind::kChoice, "Because", "B"));
+  EXPECT_THROW(t2::train::parse_reward("bleu"), t2::InvalidArgument);
+}
+
+TEST(Tasks, LoadsSplitsAndReportsBadLines) {
+  const auto dir = t2::testing::fresh_dir("task");
+  {
+    std::ofstream f(dir / "t.jsonl");
+    for (int i = 0; i < 10; ++i) f << R"({"prompt": "p)" << i << R"(", "answer": )" << i << "}\n";
+    f << R"({"prompt": "x", "answer": "y", "split": "test"})" << "\n\n";
+  }
+  const auto task = t2::train::Task::load(dir / "t.jsonl", RewardKind::kNumeric, "Q: {prompt}\nA:");
+  EXPECT_EQ(task.examples.size(), 11u);
+  EXPECT_EQ(task.split(t2::train::Split::kTrain).size(), 8u);
+  EXPECT_EQ(task.split(t2::train::Split::kValidation).size(), 1u);
+  EXPECT_EQ(task.split(t2::train::Split::kTest).size(), 2u);
+  EXPECT_EQ(task.examples[0].prompt, "Q: p0\nA:");
+  EXPECT_EQ(task.examples[3].answer, "3");
+
+  std::ofstream(dir / "bad.jsonl") << R"({"prompt": "a", "answer": "b"})" << "\n" << R"({"prompt": 5, "answer": "b"})" << "\n";
+  try {
+    t2::train::Task::load(dir / "bad.jsonl", RewardKind::kExact);
+    ADD_FAILURE() << "bad record accepted";
+  } catch (const t2::LoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.jsonl:2"), std::string::npos) << e.what();
+  }
+  std::ofstream(dir / "json.jsonl") << "{oops\n";
+  EXPECT_THROW(t2::train::Task::load(dir / "json.jsonl", RewardKind::kExact), t2::LoadError);
+}
+
+TEST(Cem, ConvergesOnASyntheticObjective) {
+  const std::vector<double> target = {0.2, 0.7, 0.4};
+  const auto objective = [&](const std::vector<double>& x) {
+    double d = 0;
+    for (size_t i = 0; i < x.size(); ++i) d += (x[i] - target[i]) * (x[i] - target[i]);
+    return t2::train::CemScore{0.0, -d};  // equal accuracy: the tie-breaker decides
+  };
+  t2::train::CemOptions o;
+  o.iters = 25;
+  o.seed = 3;
+  const auto r = t2::train::cross_entropy_method(3, {0.5, 0.5, 0.5}, objective, o);
+  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(r.best[i], target[i], 0.05);
+  for (size_t i = 1; i < r.best_per_iteration.size(); ++i) EXPECT_FALSE(r.best_per_iteration[i] < r.best_per_iteration[i - 1]);
+  EXPECT_THROW(t2::train::cross_entropy_method(3, {0.5}, objective, o), t2::InvalidArgument);
+}
+
+namespace {
+
+class TrainStories : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = t2::testing::models_dir() / "stories260K";
+    T2_REQUIRE_PATH(dir_);
+    model_.emplace(t2::model::Transformer::load(dir_, t2::model::Placement{}));
+    tokenizer_.emplace(t2::tokenizer::Tokenizer::load(dir_));
+    const auto fingerprint = t2::model::checkpoint_fingerprint(dir_);
+    store_.emplace(*model_, t2::svf::SvdCache::compute(*model_, fingerprint, t2::svf::Targets::kMlp, at::kCPU), 1 << 30);
+  }
+  std::filesystem::path dir_;
+  std::optional<t2::model::Transformer> model_;
+  std::optional<t2::tokenizer::Tokenizer> tokenizer_;
+  std::optional<t2::svf::AdapterStore> store_;
+};
+
+}  // namespace
+
+TEST_F(TrainStories, InitialPolicyIsTheBaseModelAndItsKlIsZero) {
+  t2::train::SvfPolicy policy(*model_, *store_, 1.0, 0.1);
+  const auto adapted = policy.compose();
+  const std::vector<std::vector<int64_t>> prompts = {tokenizer_->encode("Once upon a time", true)};
+  const std::vector<std::vector<int64_t>> completions = {tokenizer_->encode(", there was a dog", false)};
+  const auto scores = t2::train::score_completions(*model_, adapted, prompts, completions, &model_->base_projections());
+  EXPECT_LT(std::abs(scores.kl.item<double>()), 1e-5);
+  const auto base = t2::train::score_completions(*model_, model_->base_projections(), prompts, completions);
+  EXPECT_NEAR(scores.log_likelihood.item<double>(), base.log_likelihood.item<double>(), 1e-3);
+}
+
+TEST_F(TrainStories, RewardSignSetsTheDirectionOfTheLogProbability) {
+  const std::vector<std::vector<int64_t>> prompts = {tokenizer_->encode("Once upon a time", true)};
+  const std::vector<std::vector<int64_t>> completions = {tokenizer_->encode(", there was a dog named Max", false)};
+  for (const double reward : {1.0, -1.0}) {
+    t2::train::SvfPolicy policy(*model_, *store_, 1.0, 0.1);
+    t2::train::TrainOptions o;
+    o.lr = 1e-2;
+    o.max_grad_norm = 0;
+    t2::train::Reinforce reinforce(*model_, policy, o);
+    const double before = t2::train::score_completions(*model_, policy.compose(), prompts, completions).log_likelihood.item<double>();
+    reinforce.step(prompts, completions, {reward});
+    const double after = t2::train::score_completions(*model_, policy.compose(), prompts, completions).log_likelihood.item<double>();
+    if (reward > 0) {
+      EXPECT_GT(after, before);
+    } else {
+      EXPECT_LT(after, before);
+    }
+  }
+}
+
+TEST(TrainGradient, AutogradMatchesFiniteDifferences) {
+  // A tiny random model in float64, so central differences are exact enough.
+  const auto dir = t2::testing::fresh_dir("fd");
+  t2::testing::write_random_checkpoint(dir, t2::testing::tiny_config(), 21);
+  const t2::model::Placement f64{at::kCPU, at::kDouble};
+  const auto model = t2::model::Transformer::load(dir, f64);
+  const auto cache = t2::svf::SvdCache::compute(model, "fd", t2::svf::Targets::kMlp, at::kCPU);
+  const t2::svf::AdapterStore store(model, cache, 1 << 30);
+  t2::train::SvfPolicy policy(model, store, 2.0, 0.3);
+  {
+    at::NoGradGuard no_grad;
+    at::manual_seed(5);
+    for (auto& p : policy.parameters()) p.copy_(at::randn_like(p));
+  }
+  const std::vector<std::vector<int64_t>> prompts = {{1, 5, 9}}, completions = {{12, 7, 30, 2}};
+  const auto f = [&] { return t2::train::score_completions(model, policy.compose(), prompts, completions).log_likelihood.sum(); };
+  for (auto& p : policy.parameters()) p.mutable_grad() = at::Tensor();
+  f().backward();
+  for (const size_t matrix : {size_t{0}, policy.parameters().size() - 1}) {
+    at::Tensor& p = policy.parameters()[matrix];
+    for (const int64_t i : {int64_t{0}, int64_t{3}}) {
+      const double analytic = p.grad()[i].item<double>();
+      const double h = 1e-5;
+      double plus = 0, minus = 0;
+      {
+        at::NoGradGuard no_grad;
+        p[i] += h;
+        plus = f().item<double>();
+        p[i] -= 2 * h;
+        minus = f().item<double>();
+        p[i] += h;
+      }
+      const double numeric = (plus - minus) / (2 * h);
+      EXPECT_NEAR(analytic, numeric, 1e-6 + 1e-4 * std::abs(numeric)) << "matrix " << matrix << " index " << i;
+    }
+  }
+}
+
+TEST_F(TrainStories, ASeededTrainingRunRaisesItsReward) {
+  // Task: continue a story so that it mentions a dog (the base model rarely does).
+  const auto out = t2::testing::fresh_dir("run") / "dog";
+  const auto task_file = out.parent_path() / "dog.jsonl";
+  {
+    std::ofstream f(task_file);
+    const char* starts[] = {"Once upon a time", "One day", "Tom and his mom", "Lily was playing", "There was a little",
+                            "The sun was shining", "Sam had a", "In the park", "A little girl", "The boy and his"};
+    for (int i = 0; i < 60; ++i) f << R"({"prompt": ")" << starts[(i * 7) % 10] << R"(", "answer": "dog"})" << "\n";
+  }
+  const auto task = t2::train::Task::load(task_file, RewardKind::kContains);
+  t2::train::TrainOptions o;
+  o.iters = 40;
+  o.batch_size = 16;
+  o.lr = 5e-2;
+  o.max_grad_norm = 0;
+  o.eval_every = 10;
+  o.seed = 0;
+  o.generation = {48, {2}};
+  o.out_dir = out;
+  o.name = "dog";
+  const auto result = t2::train::train_svf(*model_, *tokenizer_, *store_, task, o);
+  EXPECT_GT(result.best_validation, result.base_validation);
+  EXPECT_GT(result.best_validation, 0.5);
+  // The expert folder is complete and loads as an expert of this model.
+  const auto e = t2::svf::Expert::load(out);
+  EXPECT_EQ(e.scores["validation_accuracy"], result.best_validation);
+  EXPECT_EQ(e.provenance["method"], "reinforce");
+  std::ifstream log(out / "train_log.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(log, line);) ++lines;
+  EXPECT_EQ(lines, 40);
+
+  // Resuming a finished run changes nothing; a longer run continues from the saved state.
+  o.iters = 41;
+  const auto resumed = t2::train::train_svf(*model_, *tokenizer_, *store_, task, o);
+  EXPECT_GE(resumed.best_validation, result.best_validation);
+}
