@@ -5,8 +5,8 @@ What it does (all on 127.0.0.1, stdlib only):
   1. builds 3 random SVF experts (alpha, beta, gamma; gamma is the classifier
      expert) with `t2 experts import` in a temp dir;
   2. starts `t2 serve` itself (--port 0, --max-batch 32, --dispatch none,
-     --classifier-expert gamma), once per --http-threads setting (the server's
-     HTTP worker pool, T2_THREADS; 0 = the server's default);
+     --classifier-expert gamma; HTTP worker threads: the server's automatic
+     default unless --http-threads);
   3. load: for N concurrent clients (--clients, default 1,8,32), each sending
      streaming greedy completions (prompts cycled from a fixed list of story
      starts, max_tokens 64, temperature 0, stream_options.include_usage) until
@@ -20,8 +20,14 @@ What it does (all on 127.0.0.1, stdlib only):
      first request of each strategy (it builds the cached template prefix) is
      reported separately as cold_dispatch_ms and not averaged.
 
-Each client opens a new connection per request (Connection: close), so the
-server's keep-alive does not pin one HTTP worker to one client.
+The load runs once per client connection mode (--connection): keep-alive
+(one connection per client, as the openai package pools them; the server
+closes one after 5 requests, cpp-httplib's default, and the client reopens it)
+and close (a new connection per request). Each level also reports the
+kernel's TcpExtListenOverflows delta (machine-wide) and how many requests
+waited over 0.9 s for their first token: with cpp-httplib's listen backlog
+of 5, a burst of connects can overflow the accept queue, and those clients
+wait for a TCP retransmission (about 1 s).
 
 Prints a JSON line per measurement (and one for the environment) as it goes,
 then markdown tables.
@@ -203,102 +209,148 @@ def scrape(port):
     return values
 
 
-def post(port, body, timeout=120):
-    """Non-streamed POST /v1/completions: (wall seconds, parsed JSON, status)."""
-    data = json.dumps(body).encode()
-    t0 = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("POST", "/v1/completions", body=data,
-                     headers={"Content-Type": "application/json", "Connection": "close"})
-        resp = conn.getresponse()
+class Client:
+    """One client: a connection reused across requests (keep_alive) or a new one per request.
+
+    A reused connection the server has meanwhile closed (httplib closes idle
+    keep-alive connections and those past their request count) is reopened
+    and the request sent again once; `reconnects` counts that.
+    """
+
+    def __init__(self, port, keep_alive, timeout=120):
+        self.port, self.keep_alive, self.timeout = port, keep_alive, timeout
+        self.conn = None
+        self.reconnects = 0
+
+    def _send(self, body):
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Connection": "keep-alive" if self.keep_alive else "close"}
+        for attempt in (0, 1):
+            reused = self.conn is not None
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            try:
+                self.conn.request("POST", "/v1/completions", body=data, headers=headers)
+                return self.conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if not reused or attempt == 1:
+                    raise
+                self.reconnects += 1
+
+    def _done(self, resp):
+        if not self.keep_alive or resp.will_close:
+            self.close()
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def post(self, body):
+        """Non-streamed request: (wall seconds, parsed JSON, status)."""
+        t0 = time.perf_counter()
+        resp = self._send(body)
         raw = resp.read()
         wall = time.perf_counter() - t0
-    finally:
-        conn.close()
-    return wall, json.loads(raw), resp.status
+        self._done(resp)
+        return wall, json.loads(raw), resp.status
 
-
-def stream(port, body, timeout=120):
-    """Streaming POST /v1/completions. Returns a dict of timings and what came back."""
-    data = json.dumps(body).encode()
-    t0 = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    out = {"ttft": None, "t2_in_first_chunk": None, "text": "", "completion_tokens": None, "status": None,
-           "chunks": 0, "error": None}
-    try:
-        conn.request("POST", "/v1/completions", body=data,
-                     headers={"Content-Type": "application/json", "Connection": "close"})
-        resp = conn.getresponse()
-        out["status"] = resp.status
-        if resp.status != 200:
-            out["error"] = resp.read().decode(errors="replace")[:300]
+    def stream(self, body):
+        """Streaming request: timings and what came back; errors are returned, not raised."""
+        out = {"ttft": None, "t2_in_first_chunk": None, "text": "", "completion_tokens": None, "status": None,
+               "chunks": 0, "error": None, "e2e": None}
+        t0 = time.perf_counter()
+        try:
+            resp = self._send(body)
+            out["status"] = resp.status
+            if resp.status != 200:
+                out["error"] = resp.read().decode(errors="replace")[:300]
+                self._done(resp)
+                return out
+            first = True
+            while True:
+                line = resp.readline()
+                if not line:
+                    break
+                line = line.strip()
+                if not line.startswith(b"data: "):
+                    continue
+                payload = line[6:]
+                if payload == b"[DONE]":
+                    break
+                chunk = json.loads(payload)
+                out["chunks"] += 1
+                if first:
+                    out["t2_in_first_chunk"] = "t2" in chunk
+                    first = False
+                if "error" in chunk:
+                    out["error"] = json.dumps(chunk["error"])[:300]
+                for c in chunk.get("choices", []):
+                    if c.get("text"):
+                        if out["ttft"] is None:
+                            out["ttft"] = time.perf_counter() - t0
+                        out["text"] += c["text"]
+                if chunk.get("usage"):
+                    out["completion_tokens"] = chunk["usage"]["completion_tokens"]
             out["e2e"] = time.perf_counter() - t0
-            return out
-        first = True
-        while True:
-            line = resp.readline()
-            if not line:
-                break
-            line = line.strip()
-            if not line.startswith(b"data: "):
-                continue
-            payload = line[6:]
-            if payload == b"[DONE]":
-                break
-            chunk = json.loads(payload)
-            out["chunks"] += 1
-            if first:
-                out["t2_in_first_chunk"] = "t2" in chunk
-                first = False
-            if "error" in chunk:
-                out["error"] = json.dumps(chunk["error"])[:300]
-            for c in chunk.get("choices", []):
-                if c.get("text"):
-                    if out["ttft"] is None:
-                        out["ttft"] = time.perf_counter() - t0
-                    out["text"] += c["text"]
-            if chunk.get("usage"):
-                out["completion_tokens"] = chunk["usage"]["completion_tokens"]
-        out["e2e"] = time.perf_counter() - t0
-    finally:
-        conn.close()
-    return out
+            resp.read()  # the chunked body's end, so the connection can be reused
+            self._done(resp)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            out["error"] = f"{type(e).__name__}: {e}"[:300]
+            self.close()
+        return out
 
 
-def load_level(server, clients, total, max_tokens, warmup):
+def listen_overflows():
+    """The kernel's TcpExtListenOverflows counter (machine-wide; None where unreadable)."""
+    try:
+        with open("/proc/net/netstat") as f:
+            rows = [line.split() for line in f if line.startswith("TcpExt:")]
+        return int(rows[1][rows[0].index("ListenOverflows")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def load_level(server, clients, total, max_tokens, keep_alive):
     body_for = lambda i: {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0,
                           "stream": True, "stream_options": {"include_usage": True}}
-    # warm-up: one round of `clients` concurrent requests, not counted
+    pool = [Client(server.port, keep_alive) for _ in range(clients)]
+    # warm-up: one request per client, all at once, not counted (opens the keep-alive connections)
     with cf.ThreadPoolExecutor(clients) as ex:
-        list(ex.map(lambda i: stream(server.port, body_for(i)), range(clients if warmup else 0)))
+        list(ex.map(lambda c: c.stream(body_for(0)), pool))
 
     lock = threading.Lock()
     counter = [0]
     results = []
 
-    def client():
+    def client(c):
         while True:
             with lock:
                 i = counter[0]
                 if i >= total:
                     return
                 counter[0] += 1
-            r = stream(server.port, body_for(i))
+            r = c.stream(body_for(i))
             r["prompt_index"] = i % len(PROMPTS)
             with lock:
                 results.append(r)
 
     m0 = scrape(server.port)
+    overflows0 = listen_overflows()
+    reconnects0 = sum(c.reconnects for c in pool)
     cpu0, own0, st0 = server.cpu_seconds(), os.times(), proc_stat()
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(c,)) for c in pool]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
     cpu1, own1, st1 = server.cpu_seconds(), os.times(), proc_stat()
+    overflows1 = listen_overflows()
+    for c in pool:
+        c.close()
     jiffies = max(st1[2] - st0[2], 1)
     ncpu = os.cpu_count() or 1
     m1 = scrape(server.port)
@@ -329,6 +381,10 @@ def load_level(server, clients, total, max_tokens, warmup):
         "client_ttft_mean_ms": 1e3 * statistics.mean(ttft) if ttft else None,
         "engine_steps": steps,
         "tokens_per_step": delta("t2_generated_tokens_total") / steps if steps else None,
+        "ttft_max_ms": 1e3 * max(ttft) if ttft else None,
+        "ttft_over_900ms": sum(1 for t in ttft if t > 0.9),
+        "listen_overflows": None if overflows0 is None or overflows1 is None else overflows1 - overflows0,
+        "reconnects": sum(c.reconnects for c in pool) - reconnects0,
         "first_chunk_without_t2": sum(1 for r in ok if r["t2_in_first_chunk"] is False),
         "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
         "client_cpu_pct": 100 * own_cpu / elapsed,
@@ -347,13 +403,14 @@ def dispatch_share(server, strategy, requests, max_tokens):
             b["dispatch"] = strategy
         return b
 
-    cold_wall, cold, status = post(server.port, body(0))
+    client = Client(server.port, keep_alive=False)
+    cold_wall, cold, status = client.post(body(0))
     if status != 200:
         raise RuntimeError(f"dispatch {strategy}: HTTP {status}: {cold}")
     walls, ms, toks, cached, labels, gen = [], [], [], [], {}, []
     st0 = proc_stat()
     for i in range(requests):
-        wall, r, status = post(server.port, body(i))
+        wall, r, status = client.post(body(i))
         if status != 200:
             raise RuntimeError(f"dispatch {strategy}: HTTP {status}: {r}")
         t2 = r["t2"]
@@ -396,9 +453,11 @@ def main():
     ap.add_argument("--requests", type=int, default=128, help="requests per concurrency level (after one warm-up round)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch", type=int, default=32)
-    ap.add_argument("--queue", type=int, default=256)
-    ap.add_argument("--http-threads", default="0,64",
-                    help="comma-separated T2_THREADS values, one server start each; 0 = the server's default")
+    ap.add_argument("--queue", type=int, default=64, help="--queue of t2 serve")
+    ap.add_argument("--http-threads", type=int, default=0, help="T2_THREADS for the server; 0 = its automatic default")
+    ap.add_argument("--connection", default="keep-alive,close",
+                    help="comma-separated client connection modes to measure: keep-alive (one connection per client, "
+                         "reopened when the server closes it) and/or close (a new connection per request)")
     ap.add_argument("--dispatch-requests", type=int, default=32, help="requests per dispatch strategy")
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--skip-dispatch", action="store_true")
@@ -408,25 +467,25 @@ def main():
     if not os.access(t2, os.X_OK):
         sys.exit(f"error: t2 binary {t2} not found")
     levels = [int(x) for x in args.clients.split(",")]
-    thread_settings = [int(x) for x in args.http_threads.split(",")]
+    modes = args.connection.split(",")
+    if any(m not in ("keep-alive", "close") for m in modes):
+        sys.exit("error: --connection takes keep-alive and/or close")
 
     env = environment(t2)
     emit(env)
     tmp = tempfile.mkdtemp(prefix="t2-server-load-")
-    load_rows, dispatch_rows, determinism = [], [], []
+    load_rows, dispatch_rows = [], []
     try:
         experts_dir = build_experts(t2, args.model, tmp)
-        cache_dir = os.path.join(tmp, "cache")
-        for settings_index, n_threads in enumerate(thread_settings):
-            server = Server(t2, args.model, experts_dir, cache_dir, args.max_batch, args.queue, n_threads,
-                            os.path.join(tmp, f"serve-{n_threads}.log"))
-            label = "default (8)" if n_threads == 0 else str(n_threads)
-            log(f"server on port {server.port}, HTTP threads {label}: {server.ready_line}")
-            try:
-                if not args.skip_load:
-                    reference = {}
+        server = Server(t2, args.model, experts_dir, os.path.join(tmp, "cache"), args.max_batch, args.queue,
+                        args.http_threads, os.path.join(tmp, "serve.log"))
+        log(f"server on port {server.port}: {server.ready_line}")
+        try:
+            if not args.skip_load:
+                reference = {}
+                for mode in modes:
                     for clients in levels:
-                        row, ok = load_level(server, clients, args.requests, args.max_tokens, warmup=True)
+                        row, ok = load_level(server, clients, args.requests, args.max_tokens, mode == "keep-alive")
                         # greedy: every response to a prompt should be the same text at any concurrency
                         texts = {}
                         for r in ok:
@@ -435,20 +494,19 @@ def main():
                             reference = {k: next(iter(v)) for k, v in texts.items() if len(v) == 1}
                         differing = sum(1 for r in ok if r["prompt_index"] in reference
                                         and r["text"] != reference[r["prompt_index"]])
-                        row.update({"kind": "load", "clients": clients, "http_threads": n_threads,
-                                    "max_batch": args.max_batch, "max_tokens": args.max_tokens,
-                                    "texts_differing_from_first_level": differing})
+                        row.update({"kind": "load", "connection": mode, "clients": clients,
+                                    "http_threads": args.http_threads, "max_batch": args.max_batch,
+                                    "max_tokens": args.max_tokens, "texts_differing_from_first_level": differing})
                         emit(row)
                         load_rows.append(row)
-                if not args.skip_dispatch and settings_index == 0:
-                    for strategy in ("none", "explicit", "prompt", "classifier"):
-                        row = dispatch_share(server, strategy, args.dispatch_requests, args.max_tokens)
-                        row.update({"kind": "dispatch", "strategy": strategy, "clients": 1, "http_threads": n_threads,
-                                    "max_tokens": args.max_tokens})
-                        emit(row)
-                        dispatch_rows.append(row)
-            finally:
-                server.stop()
+            if not args.skip_dispatch:
+                for strategy in ("none", "explicit", "prompt", "classifier"):
+                    row = dispatch_share(server, strategy, args.dispatch_requests, args.max_tokens)
+                    row.update({"kind": "dispatch", "strategy": strategy, "clients": 1, "max_tokens": args.max_tokens})
+                    emit(row)
+                    dispatch_rows.append(row)
+        finally:
+            server.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -458,15 +516,15 @@ def main():
           f"t2 binary built {env['t2_mtime']}")
     if load_rows:
         print()
-        print("| HTTP threads | clients | requests | req/s | gen tok/s | TTFT p50 ms | TTFT p95 ms | e2e p50 ms | e2e p95 ms "
-              "| tokens/step | server CPU % | client CPU % | machine busy % | errors |")
+        print("| connection | clients | ok/requests | req/s | gen tok/s | TTFT p50 ms | TTFT p95 ms | TTFT max ms "
+              "| e2e p50 ms | tokens/step | TTFT > 0.9 s | listen overflows | server CPU % | machine busy % |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in load_rows:
-            threads = "default (8)" if r["http_threads"] == 0 else str(r["http_threads"])
-            print(f"| {threads} | {r['clients']} | {r['ok']}/{r['requests']} | {fmt(r['requests_per_s'])} "
+            print(f"| {r['connection']} | {r['clients']} | {r['ok']}/{r['requests']} | {fmt(r['requests_per_s'])} "
                   f"| {fmt(r['generated_tokens_per_s'], 0)} | {fmt(r['ttft_p50_ms'])} | {fmt(r['ttft_p95_ms'])} "
-                  f"| {fmt(r['e2e_p50_ms'])} | {fmt(r['e2e_p95_ms'])} | {fmt(r['tokens_per_step'])} | {fmt(r['server_cpu_pct'], 0)} "
-                  f"| {fmt(r['client_cpu_pct'], 0)} | {fmt(r['machine_busy_pct'], 0)} | {r['requests'] - r['ok']} |")
+                  f"| {fmt(r['ttft_max_ms'], 0)} | {fmt(r['e2e_p50_ms'])} | {fmt(r['tokens_per_step'])} "
+                  f"| {r['ttft_over_900ms']} | {r['listen_overflows']} | {fmt(r['server_cpu_pct'], 0)} "
+                  f"| {fmt(r['machine_busy_pct'], 0)} |")
     if dispatch_rows:
         print()
         print("| strategy | mean wall ms | mean dispatch_ms | p50 / max dispatch_ms | dispatch share | dispatch_tokens "

@@ -99,7 +99,7 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
                                                   : tokenizer::parse_chat_format(c.chat_template);
     http.set_ready(std::make_shared<server::ServingContext>(server::ServingContext{
         *s.model, tokenizer, *s.store, *s.scheduler, s.metrics, format, c.model_id, fingerprint, c.experts_dir,
-        dispatch::parse_strategy(c.dispatch), c.request_timeout_s}));
+        dispatch::parse_strategy(c.dispatch), c.request_timeout_s, generation.eos_token_ids}));
   } catch (...) {
     http.stop();
     http_thread.join();

@@ -1,7 +1,5 @@
 // `t2 train` (SVF with REINFORCE), `t2 adapt` (few-shot CEM over expert
 // mixtures) and `t2 eval` (accuracy on a task split).
-#include <c10/core/InferenceMode.h>
-
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -12,7 +10,7 @@
 #include "options.hpp"
 #include "t2/common/errors.hpp"
 #include "t2/model/hub.hpp"
-#include "t2/train/cem.hpp"
+#include "t2/train/adapt.hpp"
 #include "t2/train/reinforce.hpp"
 
 namespace t2::cli {
@@ -101,64 +99,17 @@ struct AdaptCommand {
     if (names.empty()) throw InvalidArgument("experts", "give the experts to mix, e.g. --experts a,b,c");
     for (const auto& name : names) l.store->load_from(svf.experts_dir, name);
     const train::Task t = task.load();
-    const auto& examples = t.examples;  // few-shot: every record is an example
-    const train::Generation generation{task.max_tokens, l.eos};
-    std::vector<std::vector<int64_t>> prompts, answers;
-    for (const auto& e : examples) {
-      prompts.push_back(l.tokenizer->encode(e.prompt, true));
-      answers.push_back(l.tokenizer->encode(e.answer, false));
-    }
-    // z per expert per matrix, for composing candidate mixtures quickly.
-    std::vector<std::map<svf::MatrixId, at::Tensor>> expert_z;
-    for (const auto& name : names) expert_z.push_back(l.store->resolve(svf::Adaptation::expert(name)));
-    std::vector<svf::MatrixId> matrices;
-    for (const auto& [id, z] : expert_z[0]) matrices.push_back(id);
-    const auto K = static_cast<int64_t>(names.size());
-    const auto M = static_cast<int64_t>(matrices.size());
-    const int64_t dimension = per_matrix ? K * M : K;
-    const auto coefficient = [&](const std::vector<double>& a, int64_t k, int64_t m) {
-      return per_matrix ? a[static_cast<size_t>(k * M + m)] : a[static_cast<size_t>(k)];
-    };
-    const auto objective = [&](const std::vector<double>& a) {
-      std::map<svf::MatrixId, at::Tensor> z;
-      for (int64_t m = 0; m < M; ++m) {
-        at::Tensor sum;
-        for (int64_t k = 0; k < K; ++k) {
-          const at::Tensor term = expert_z[static_cast<size_t>(k)].at(matrices[static_cast<size_t>(m)]) * coefficient(a, k, m);
-          sum = sum.defined() ? sum + term : term;
-        }
-        if (sum.sum().item<double>() <= 0) return train::CemScore{0, -1e30};  // no valid weights
-        z.emplace(matrices[static_cast<size_t>(m)], sum);
-      }
-      const auto weights = l.store->compose(z);
-      const auto accuracy = train::evaluate(*l.model, *l.tokenizer, weights, examples, t.reward, generation);
-      c10::InferenceMode guard;
-      const auto scores = train::score_completions(*l.model, *weights, prompts, answers);
-      return train::CemScore{accuracy.value(), scores.log_likelihood.mean().item<double>()};
-    };
-    const auto result = train::cross_entropy_method(dimension, std::vector<double>(static_cast<size_t>(dimension), 1.0 / static_cast<double>(K)),
-                                                    objective, cem);
-    svf::Expert mixture;
-    mixture.name = std::filesystem::path(out).lexically_normal().filename().string();
-    mixture.kind = svf::ExpertKind::kMixture;
-    mixture.description = "CEM mixture of " + experts + " for " + std::filesystem::path(task.file).filename().string();
-    mixture.base_fingerprint = l.store->fingerprint();
-    for (int64_t k = 0; k < K; ++k) {
-      svf::MixtureComponent c{names[static_cast<size_t>(k)], per_matrix ? 1.0 : coefficient(result.best, k, 0), {}};
-      if (per_matrix) {
-        for (int64_t m = 0; m < M; ++m) c.per_matrix[matrices[static_cast<size_t>(m)].weight_name()] = coefficient(result.best, k, m);
-      }
-      mixture.components.push_back(std::move(c));
-    }
-    const auto base = train::evaluate(*l.model, *l.tokenizer, nullptr, examples, t.reward, generation);
-    mixture.provenance = {{"method", "cem"},        {"examples", std::filesystem::path(task.file).filename().string()},
-                          {"population", cem.population}, {"elite_ratio", cem.elite_ratio},
-                          {"iters", cem.iters},      {"per_matrix", per_matrix},
-                          {"seed", cem.seed},        {"reward", task.reward}};
-    mixture.scores = {{"few_shot_accuracy", result.best_score.accuracy},
-                      {"few_shot_log_likelihood", result.best_score.log_likelihood},
-                      {"base_few_shot_accuracy", base.value()},
-                      {"examples", examples.size()}};
+    train::AdaptRequest request;
+    request.name = std::filesystem::path(out).lexically_normal().filename().string();
+    request.description = "CEM mixture of " + experts + " for " + std::filesystem::path(task.file).filename().string();
+    request.experts = names;
+    request.examples = t.examples;  // few-shot: every record is an example
+    request.reward = t.reward;
+    request.generation = {task.max_tokens, l.eos};
+    request.cem = cem;
+    request.per_matrix = per_matrix;
+    svf::Expert mixture = train::adapt_mixture(*l.model, *l.tokenizer, *l.store, request);
+    mixture.provenance["examples_file"] = std::filesystem::path(task.file).filename().string();
     mixture.save(out);
     std::cout << mixture.to_json().dump() << std::endl;
   }

@@ -8,6 +8,7 @@
 
 #include "t2/common/log.hpp"
 #include "t2/server/openai.hpp"
+#include "t2/train/adapt.hpp"
 
 namespace t2::server {
 namespace {
@@ -104,6 +105,42 @@ bool constant_time_equal(const std::string& a, const std::string& b) {
   for (size_t i = 0; i < b.size(); ++i) diff |= static_cast<unsigned char>(a[i % (a.empty() ? 1 : a.size())] ^ b[i]);
   return diff == 0 && !a.empty();
 }
+
+// Few-shot adaptations running beside the scheduler: each reads the model
+// (forward is thread-safe; it owns its KV caches) and, when done, saves its
+// mixture into the experts folder and loads it into the store.
+struct HttpServer::Adaptations {
+  struct Job {
+    std::string id, name, status = "running", error;
+    int64_t iteration = 0, iters = 0;
+    double best_accuracy = 0;
+    json expert;
+  };
+  std::mutex mutex;
+  std::map<std::string, Job> jobs;
+  std::vector<std::thread> threads;
+  std::atomic<bool> cancel{false};
+
+  ~Adaptations() { shutdown(); }
+  // Cancels the running jobs and waits for them: they read the model, which dies after the server.
+  void shutdown() {
+    cancel = true;
+    std::vector<std::thread> running;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      running.swap(threads);
+    }
+    for (auto& t : running) t.join();
+  }
+
+  json describe(const Job& j) {
+    json out = {{"id", j.id}, {"object", "adaptation"}, {"name", j.name}, {"status", j.status},
+                {"progress", {{"iteration", j.iteration}, {"iters", j.iters}, {"best_accuracy", j.best_accuracy}}}};
+    if (!j.expert.is_null()) out["expert"] = j.expert;
+    if (!j.error.empty()) out["error"] = {{"message", j.error}};
+    return out;
+  }
+};
 
 // The route handlers, with the state of one server.
 struct HttpServer::Routes {
@@ -601,6 +638,100 @@ struct HttpServer::Routes {
     send_json(res, 200, {{"id", name}, {"object", "expert"}, {"deleted", true}});
   }
 
+  void start_adaptation(const httplib::Request& req, httplib::Response& res) const {
+    auto ctx = admit(req, res);
+    if (!ctx) return;
+    try {
+      const json body = parse_body(req.body);
+      if (!body.is_object()) throw ApiError::bad_request("", "the request body must be a JSON object");
+      train::AdaptRequest r;
+      if (!body.contains("name") || !body["name"].is_string() || !svf::is_valid_expert_name(body["name"].get<std::string>())) {
+        throw ApiError::bad_request("name", "'name' must be a valid expert name (letters, digits, '.', '_', '-')");
+      }
+      r.name = body["name"].get<std::string>();
+      if (ctx->store.find(r.name)) throw ApiError(409, "invalid_request_error", "expert '" + r.name + "' already exists", "name", "exists");
+      if (!body.contains("experts") || !body["experts"].is_array() || body["experts"].empty()) {
+        throw ApiError::bad_request("experts", "'experts' must be a non-empty array of loaded expert names");
+      }
+      for (const auto& e : body["experts"]) {
+        if (!e.is_string() || !ctx->store.find(e.get<std::string>())) {
+          throw ApiError::not_found("experts", "expert " + e.dump() + " is not loaded", "expert_not_found");
+        }
+        r.experts.push_back(e.get<std::string>());
+      }
+      if (!body.contains("examples") || !body["examples"].is_array() || body["examples"].empty() || body["examples"].size() > 256) {
+        throw ApiError::bad_request("examples", "'examples' must be 1 to 256 {\"prompt\", \"answer\"} objects");
+      }
+      for (const auto& e : body["examples"]) {
+        if (!e.is_object() || !e.contains("prompt") || !e["prompt"].is_string() || !e.contains("answer") || !e["answer"].is_string()) {
+          throw ApiError::bad_request("examples", "each example needs string 'prompt' and 'answer'");
+        }
+        r.examples.push_back({e["prompt"].get<std::string>(), e["answer"].get<std::string>(), train::Split::kTrain, 0});
+      }
+      try {
+        r.reward = train::parse_reward(body.value("reward", std::string("contains")));
+      } catch (const InvalidArgument& e) {
+        throw ApiError::bad_request("reward", e.what());
+      }
+      const auto integer = [&](const char* key, int64_t fallback, int64_t lo, int64_t hi) {
+        if (!body.contains(key)) return fallback;
+        if (!body[key].is_number_integer() || body[key].get<int64_t>() < lo || body[key].get<int64_t>() > hi) {
+          throw ApiError::bad_request(key, std::string("'") + key + "' must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
+        return body[key].get<int64_t>();
+      };
+      r.cem.population = integer("population", 16, 2, 256);
+      r.cem.iters = integer("iters", 5, 1, 100);
+      r.cem.seed = static_cast<uint64_t>(integer("seed", 0, 0, std::numeric_limits<int32_t>::max()));
+      r.generation = {integer("max_tokens", 32, 1, 512), ctx->eos_token_ids};
+      r.per_matrix = body.value("per_matrix", false);
+      r.description = body.value("description", std::string("few-shot CEM mixture of ") + body["experts"].dump());
+      r.cancel = &server.adaptations_->cancel;
+
+      auto& jobs = *server.adaptations_;
+      const std::string id = random_id("adapt-");
+      {
+        std::lock_guard<std::mutex> lock(jobs.mutex);
+        jobs.jobs[id] = {id, r.name, "running", "", 0, r.cem.iters, 0, nullptr};
+      }
+      r.on_iteration = [&jobs, id](int64_t iteration, const train::CemScore& best) {
+        std::lock_guard<std::mutex> lock(jobs.mutex);
+        jobs.jobs[id].iteration = iteration;
+        jobs.jobs[id].best_accuracy = best.accuracy;
+      };
+      std::lock_guard<std::mutex> lock(jobs.mutex);
+      jobs.threads.emplace_back([ctx, r, &jobs, id] {
+        try {
+          svf::Expert mixture = train::adapt_mixture(ctx->model, ctx->tokenizer, ctx->store, r);
+          mixture.save(ctx->experts_dir / mixture.name);
+          ctx->store.load_from(ctx->experts_dir, mixture.name);
+          log::info("adaptation " + id + " wrote expert " + mixture.name);
+          std::lock_guard<std::mutex> done(jobs.mutex);
+          jobs.jobs[id].status = "succeeded";
+          jobs.jobs[id].expert = mixture.to_json();
+        } catch (const std::exception& e) {
+          log::warn("adaptation " + id + " failed: " + e.what());
+          std::lock_guard<std::mutex> failed(jobs.mutex);
+          jobs.jobs[id].status = "failed";
+          jobs.jobs[id].error = e.what();
+        }
+      });
+      send_json(res, 202, jobs.describe(jobs.jobs[id]));
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    }
+  }
+
+  void adaptation(const httplib::Request& req, httplib::Response& res) const {
+    auto ctx = admit(req, res);
+    if (!ctx) return;
+    auto& jobs = *server.adaptations_;
+    std::lock_guard<std::mutex> lock(jobs.mutex);
+    const auto it = jobs.jobs.find(req.matches[1]);
+    if (it == jobs.jobs.end()) return send_error(res, ApiError::not_found("id", "no adaptation " + req.matches[1].str(), "not_found"));
+    send_json(res, 200, jobs.describe(it->second));
+  }
+
   void health(const httplib::Request&, httplib::Response& res) const {
     if (!context()) return send_json(res, 503, {{"status", "loading"}});
     if (server.draining_) return send_json(res, 503, {{"status", "draining"}});
@@ -615,7 +746,7 @@ struct HttpServer::Routes {
 };
 
 HttpServer::HttpServer(const ServerConfig& config, std::vector<std::string> api_keys)
-    : http_(std::make_unique<httplib::Server>()), api_keys_(std::move(api_keys)) {
+    : http_(std::make_unique<httplib::Server>()), adaptations_(std::make_shared<Adaptations>()), api_keys_(std::move(api_keys)) {
   auto routes = std::make_shared<Routes>(Routes{*this});
   // Every running or queued generation holds a worker; the rest answer /health and 429s.
   const int threads = config.threads > 0 ? config.threads : static_cast<int>(config.max_batch + config.queue_capacity + 8);
@@ -628,6 +759,8 @@ HttpServer::HttpServer(const ServerConfig& config, std::vector<std::string> api_
   http_->Post("/v1/experts", [routes](const auto& req, auto& res) { routes->load_expert(req, res); });
   http_->Get(R"(/v1/experts/([^/]+))", [routes](const auto& req, auto& res) { routes->expert(req, res); });
   http_->Delete(R"(/v1/experts/([^/]+))", [routes](const auto& req, auto& res) { routes->unload_expert(req, res); });
+  http_->Post("/v1/adaptations", [routes](const auto& req, auto& res) { routes->start_adaptation(req, res); });
+  http_->Get(R"(/v1/adaptations/([^/]+))", [routes](const auto& req, auto& res) { routes->adaptation(req, res); });
   http_->Get("/health", [routes](const auto& req, auto& res) { routes->health(req, res); });
   http_->Get("/metrics", [routes](const auto& req, auto& res) { routes->metrics(req, res); });
   http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -672,6 +805,7 @@ void HttpServer::set_draining() { draining_ = true; }
 
 void HttpServer::stop() {
   if (http_) http_->stop();
+  if (adaptations_) adaptations_->shutdown();
 }
 
 }  // namespace t2::server

@@ -11,7 +11,8 @@
 namespace t2::train {
 
 CemResult cross_entropy_method(int64_t dimension, const std::vector<double>& initial_mean,
-                               const std::function<CemScore(const std::vector<double>&)>& objective, const CemOptions& o) {
+                               const std::function<CemScore(const std::vector<double>&)>& objective, const CemOptions& o,
+                               const std::function<void(int64_t, const CemScore&)>& on_iteration) {
   if (dimension < 1 || static_cast<int64_t>(initial_mean.size()) != dimension) {
     throw InvalidArgument("experts", "CEM needs a mean per dimension");
   }
@@ -54,6 +55,7 @@ CemResult cross_entropy_method(int64_t dimension, const std::vector<double>& ini
       stddev[static_cast<size_t>(d)] = std::max(std::sqrt(v / static_cast<double>(elites)), 1e-3);
     }
     result.best_per_iteration.push_back(result.best_score);
+    if (on_iteration) on_iteration(iter + 1, result.best_score);
     progress.update(iter + 1, "best accuracy " + std::to_string(result.best_score.accuracy));
   }
   progress.finish();

@@ -415,3 +415,29 @@ TEST(ServerLimits, ApiKeysGuardEverythingButHealth) {
   EXPECT_EQ(server.stop(), 0);  // SIGTERM drains and exits cleanly
   EXPECT_NE(server.output().find("t2 stopped"), std::string::npos);
 }
+
+TEST_F(ServerTest, FewShotAdaptationRunsInTheBackgroundAndAddsAnExpert) {
+  const json examples = json::array({{{"prompt", "Once upon a time"}, {"answer", "dog"}}, {{"prompt", "One day"}, {"answer", "dog"}},
+                                     {{"prompt", "Tom had a"}, {"answer", "dog"}}});
+  const json started = post("/v1/adaptations", {{"name", "pets"}, {"experts", {"dragons", "friends"}}, {"examples", examples},
+                                                {"population", 4}, {"iters", 2}, {"max_tokens", 16}}, 202);
+  EXPECT_EQ(started["object"], "adaptation");
+  const std::string id = started["id"];
+  json state;
+  for (int attempt = 0; attempt < 600; ++attempt) {  // polling the job's own record
+    state = get("/v1/adaptations/" + id);
+    if (state["status"] != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(state["status"], "succeeded") << state;
+  EXPECT_EQ(state["progress"]["iteration"], 2);
+  EXPECT_EQ(state["expert"]["kind"], "mixture");
+  EXPECT_EQ(get("/v1/experts/pets")["kind"], "mixture");
+  EXPECT_EQ(post("/v1/completions", {{"prompt", "Once"}, {"max_tokens", 4}, {"model", "pets"}})["t2"]["adaptation"], "pets");
+
+  expect_error(get("/v1/adaptations/adapt-nothing", 404), "id");
+  expect_error(post("/v1/adaptations", {{"name", "x"}, {"experts", {"nobody"}}, {"examples", examples}}, 404), "experts");
+  expect_error(post("/v1/adaptations", {{"name", "../x"}, {"experts", {"dragons"}}, {"examples", examples}}, 400), "name");
+  expect_error(post("/v1/adaptations", {{"name", "y"}, {"experts", {"dragons"}}, {"examples", json::array()}}, 400), "examples");
+  expect_error(post("/v1/adaptations", {{"name", "pets"}, {"experts", {"dragons"}}, {"examples", examples}}, 409), "name");
+}

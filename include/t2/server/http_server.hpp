@@ -3,6 +3,7 @@
 // and answered from its job's events (one JSON body, or server-sent events).
 //   POST /v1/completions, /v1/chat/completions   GET /v1/models
 //   GET/POST /v1/experts, GET/DELETE /v1/experts/{name}
+//   POST /v1/adaptations, GET /v1/adaptations/{id}  (few-shot CEM, a background job)
 //   GET /health (503 until the model is loaded), GET /metrics (Prometheus)
 #pragma once
 
@@ -38,6 +39,7 @@ struct ServingContext {
   std::filesystem::path experts_dir;
   dispatch::Strategy default_strategy;
   double request_timeout_s;
+  std::vector<int64_t> eos_token_ids;
 };
 
 class HttpServer {
@@ -61,7 +63,9 @@ class HttpServer {
 
  private:
   struct Routes;
+  struct Adaptations;  // background CEM jobs, joined on destruction
   std::unique_ptr<httplib::Server> http_;
+  std::shared_ptr<Adaptations> adaptations_;
   std::shared_ptr<ServingContext> context_;  // read with std::atomic_load
   std::vector<std::string> api_keys_;
   std::atomic<bool> draining_{false};

@@ -36,7 +36,9 @@ struct CemResult {
 };
 
 // Maximises `objective` over vectors of `dimension`, starting from `initial_mean`.
+// `on_iteration` (optional) hears the best score after each iteration.
 CemResult cross_entropy_method(int64_t dimension, const std::vector<double>& initial_mean,
-                               const std::function<CemScore(const std::vector<double>&)>& objective, const CemOptions& options);
+                               const std::function<CemScore(const std::vector<double>&)>& objective, const CemOptions& options,
+                               const std::function<void(int64_t, const CemScore&)>& on_iteration = {});
 
 }  // namespace t2::train
