@@ -14,6 +14,7 @@
 #include "t2/engine/engine.hpp"
 #include "t2/model/transformer.hpp"
 #include "t2/svf/adapter_store.hpp"
+#include "t2/train/reinforce.hpp"
 
 namespace t2::cli {
 namespace {
@@ -26,6 +27,7 @@ struct BenchOptions {
   int64_t gen_tokens = 256;
   int64_t repeat = 3;
   bool svf = false;
+  bool train_step = false;
   std::string targets = "mlp";
   PlacementOptions placement;
 };
@@ -67,6 +69,37 @@ Timing run_round(engine::Engine& engine, const BenchOptions& o, int64_t vocab, u
   return t;
 }
 
+// REINFORCE steps (composition under autograd, full forward and backward,
+// Adam) on random prompts and completions of the benchmark's lengths.
+nlohmann::json train_step_report(const model::Transformer& model, const svf::AdapterStore& store, const BenchOptions& o) {
+  train::SvfPolicy policy(model, store, 1.0, 0.1);
+  train::TrainOptions options;
+  train::Reinforce reinforce(model, policy, options);
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<int64_t> token(3, model.config().vocab_size - 1);
+  std::vector<std::vector<int64_t>> prompts(static_cast<size_t>(o.batch)), completions(static_cast<size_t>(o.batch));
+  std::vector<double> rewards;
+  for (int64_t b = 0; b < o.batch; ++b) {
+    for (int64_t i = 0; i < o.prompt_tokens; ++i) prompts[static_cast<size_t>(b)].push_back(token(rng));
+    for (int64_t i = 0; i < o.gen_tokens; ++i) completions[static_cast<size_t>(b)].push_back(token(rng));
+    rewards.push_back(b % 2 == 0 ? 1.0 : -1.0);
+  }
+  reinforce.step(prompts, completions, rewards);  // warm-up
+  model.placement().synchronize();
+  const auto start = Clock::now();
+  constexpr int kSteps = 3;
+  for (int i = 0; i < kSteps; ++i) reinforce.step(prompts, completions, rewards);
+  model.placement().synchronize();
+  const double step_s = seconds_since(start) / kSteps;
+  int64_t parameters = 0;
+  for (const auto& p : policy.parameters()) parameters += p.numel();
+  return {{"samples_per_step", o.batch},
+          {"tokens_per_sample", o.prompt_tokens + o.gen_tokens},
+          {"step_s", step_s},
+          {"step_s_per_sample", step_s / static_cast<double>(o.batch)},
+          {"trainable_parameters", parameters}};
+}
+
 // SVD build, expert-switch composition and decoding with a (random) expert.
 template <typename Throughput>
 nlohmann::json svf_report(const model::Transformer& model, const BenchOptions& o, Throughput&& throughput) {
@@ -101,6 +134,7 @@ nlohmann::json svf_report(const model::Transformer& model, const BenchOptions& o
       {"composed_set_bytes", store.stats().cached_bytes / 2},
   };
   report["with_expert"] = throughput(weights);
+  if (o.train_step) report["train_step"] = train_step_report(model, store, o);
   return report;
 }
 
@@ -162,6 +196,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--prompt-tokens", options->prompt_tokens, "prompt length")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--gen-tokens", options->gen_tokens, "tokens generated per sequence")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--svf", options->svf, "also time the SVD build, an expert switch, and decoding with a random expert");
+  cmd->add_flag("--train-step", options->train_step, "with --svf: also time REINFORCE steps (batch x (prompt + gen) tokens)");
   cmd->add_option("--targets", options->targets, "matrices the --svf expert adapts: mlp, attn or all")->capture_default_str();
   cmd->add_option("--repeat", options->repeat, "timed rounds after one warm-up; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);
   options->placement.add_to(*cmd);
