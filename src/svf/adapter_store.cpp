@@ -93,6 +93,9 @@ void AdapterStore::add(Expert expert, bool force) {
 }
 
 void AdapterStore::load_from(const std::filesystem::path& experts_dir, const std::string& name, bool force) {
+  // Read and validate the whole tree first, so a mixture whose component is
+  // broken leaves nothing half-registered; then add components before mixtures.
+  std::vector<Expert> tree;
   std::vector<std::string> pending = {name};
   std::set<std::string> seen;
   while (!pending.empty()) {
@@ -101,9 +104,11 @@ void AdapterStore::load_from(const std::filesystem::path& experts_dir, const std
     if (!seen.insert(next).second) continue;
     if (!is_valid_expert_name(next)) throw InvalidArgument("expert", "invalid expert name '" + next + "'");
     Expert expert = Expert::load(experts_dir / next);
+    expert.validate_for(model_.config(), fingerprint_, force);
     for (const auto& component : expert.components) pending.push_back(component.expert);
-    add(std::move(expert), force);
+    tree.push_back(std::move(expert));
   }
+  for (auto it = tree.rbegin(); it != tree.rend(); ++it) add(std::move(*it), force);
 }
 
 bool AdapterStore::remove(const std::string& name) {

@@ -274,6 +274,12 @@ TEST_F(SvfStories, LoadsFromTheExpertsFolderOnly) {
   AdapterStore store(*model_, *cache_, 1 << 30);
   store.load_from(experts_dir_, "mix");  // pulls in its component too
   EXPECT_TRUE(store.find("a").has_value());
+  Expert orphan = mix;
+  orphan.name = "orphan";
+  orphan.components = {{"a", 0.5, {}}, {"missing", 0.5, {}}};
+  orphan.save(experts_dir_ / "orphan");
+  EXPECT_THROW(store.load_from(experts_dir_, "orphan"), t2::NotFound);
+  EXPECT_FALSE(store.find("orphan").has_value());  // nothing half-registered
   EXPECT_THROW(store.load_from(experts_dir_, "../experts"), t2::InvalidArgument);
   EXPECT_THROW(store.load_from(experts_dir_, "nope"), t2::NotFound);
 }
