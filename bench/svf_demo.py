@@ -17,17 +17,21 @@ What it does (every step is a `t2` command; their JSON outputs are parsed):
                                            the regex "^\\s*dog" (the completion after "\\boxed{" starts
                                            with the label); 48 train / 12 validation on 10 phrasings,
                                            30 test on 5 phrasings never trained on;
-       configs/tasks/router_shaped.jsonl   the same requests with the plain label as answer
-                                           (reward "contains": the label anywhere in 8 tokens);
+       configs/tasks/router_first.jsonl    the same requests, answer a regex "the first label the completion
+                                           mentions is the right one" (^(?:(?!cat|dog)[\s\S])*bird);
+       configs/tasks/router_only.jsonl     the same requests, answer a regex "the right label and no other"
+                                           (^(?![\s\S]*(?:cat|dog))[\s\S]*bird);
        configs/tasks/router_template.txt   the filled dispatch template passed as --template;
   2. trains experts/{dog,cat,bird} with `t2 train` (REINFORCE, seeded); an animal whose best
      validation accuracy stays under 0.5 is replaced by the next word of FALLBACK_WORDS;
   3. trains experts/router, the classifier expert, through the filled dispatch template
      (configs/dispatch/prompt.txt, {experts} = "- bird: stories about a bird" ..., trailing
      newlines stripped as the dispatcher does). First with the strict reward (regex "^\\s*LABEL",
-     4 tokens) in a temp folder; if that never scores, with the shaped reward (contains LABEL in
-     8 tokens), which is what ships. Both rewards are then measured for base and router on the
-     held-out test phrasings (t2 eval, free-text greedy: the reference's "prompt" strategy);
+     4 tokens) in a temp folder; if that never scores, with the shaped reward "first label mentioned
+     in 8 tokens is right", which is what ships. (A plain "contains LABEL" reward was tried during
+     development and gamed: the router learnt to emit "st dog cathry", which contains "cat" for any
+     request.) All three criteria are then measured for base and router on the training requests and
+     on the held-out test phrasings (t2 eval, free-text greedy: the reference's "prompt" strategy);
   4. `t2 adapt` (CEM) mixes dog,cat,bird for pets_fewshot.jsonl into experts/pets-cem and
      evaluates base, each expert, the uniform mixture and pets-cem on pets.jsonl;
   5. counts parameters: SVF's z values (read from z.safetensors) against LoRA of rank 1 and 4
@@ -87,14 +91,15 @@ ROUTER_TEST = ["Could you write a funny story about a {a}?", "My friend has a {a
                "I would like a tale where a {a} finds a ball."]
 ROUTER_SUFFIXES = ["", " Thank you."]
 
-# Training hyperparameters (the defaults --lr 2e-3 --max-grad-norm 1e-3 move z too little in ~100 steps here).
+# Training hyperparameters. Measured: t2 train's defaults (--lr 2e-3 --max-grad-norm 1e-3) left dog at
+# validation 0.0 -> 0.0 after 100 steps (seed 1); lr 5e-2 without clipping learns in 40-90 steps.
 TRAIN_ARGS = ["--reward", "contains", "--iters", "100", "--batch-size", "16", "--lr", "5e-2",
               "--max-grad-norm", "0", "--max-tokens", "48", "--eval-every", "10", "--seed", str(SEED)]
 ROUTER_COMMON = ["--batch-size", "16", "--lr", "5e-2", "--max-grad-norm", "0", "--eval-every", "10",
                  "--seed", str(SEED)]
 ROUTER_STRICT = ["--reward", "regex", "--max-tokens", "4"] + ROUTER_COMMON
 ROUTER_STRICT_ARGS = ROUTER_STRICT + ["--iters", "40"]
-ROUTER_SHAPED_ARGS = ["--reward", "contains", "--max-tokens", "8", "--iters", "120"] + ROUTER_COMMON
+ROUTER_SHAPED_ARGS = ["--reward", "regex", "--max-tokens", "8", "--iters", "120"] + ROUTER_COMMON
 CEM_ARGS = ["--reward", "regex", "--max-tokens", "48", "--population", "16", "--elite-ratio", "0.25",
             "--iters", "8", "--seed", str(SEED)]
 
@@ -119,7 +124,7 @@ def pets_tasks(regex: str) -> tuple[list[dict], list[dict]]:
     return few, test
 
 
-def router_tasks(labels: list[str]) -> tuple[list[dict], list[dict]]:
+def router_tasks(labels: list[str]) -> tuple[list[dict], list[dict], list[dict]]:
     seen = [(t.format(a=a) + s, a) for s in ROUTER_SUFFIXES for t in ROUTER_TRAIN for a in labels]
     # Deterministic shuffle so validation holds every label (a fixed stride would pick one label only).
     order = list(range(len(seen)))
@@ -128,14 +133,14 @@ def router_tasks(labels: list[str]) -> tuple[list[dict], list[dict]]:
     for rank, i in enumerate(order):
         splits[i] = "validation" if rank < len(seen) // 5 else "train"
     held = [(t.format(a=a) + s, a) for s in ROUTER_SUFFIXES for t in ROUTER_TEST for a in labels]
-    strict, shaped = [], []
-    for i, (p, a) in enumerate(seen):
-        strict.append({"prompt": p, "answer": "^\\s*" + a, "split": splits[i]})
-        shaped.append({"prompt": p, "answer": a, "split": splits[i]})
-    for p, a in held:
-        strict.append({"prompt": p, "answer": "^\\s*" + a, "split": "test"})
-        shaped.append({"prompt": p, "answer": a, "split": "test"})
-    return strict, shaped
+    strict, first, only = [], [], []
+    for i, (p, a) in enumerate(seen + held):
+        split = splits[i] if i < len(seen) else "test"
+        others = "|".join(x for x in labels if x != a)
+        strict.append({"prompt": p, "answer": "^\\s*" + a, "split": split})
+        first.append({"prompt": p, "answer": f"^(?:(?!{others})[\\s\\S])*{a}", "split": split})
+        only.append({"prompt": p, "answer": f"^(?![\\s\\S]*(?:{others}))[\\s\\S]*{a}", "split": split})
+    return strict, first, only
 
 
 def dispatch_template(labels: list[str]) -> str:
@@ -281,9 +286,10 @@ def main() -> None:
     template_file = TASKS / "router_template.txt"
     template_file.write_text(template)
     t2.template, t2.template_file = template, template_file
-    strict, shaped = router_tasks(labels)
+    strict, first, only = router_tasks(labels)
     write_jsonl(TASKS / "router.jsonl", strict)
-    write_jsonl(TASKS / "router_shaped.jsonl", shaped)
+    write_jsonl(TASKS / "router_first.jsonl", first)
+    write_jsonl(TASKS / "router_only.jsonl", only)
     with tempfile.TemporaryDirectory() as tmp:
         r = t2.run("train", "--task", str(TASKS / "router.jsonl"), "--out", str(Path(tmp) / "router-strict"),
                    "--template", template, "--no-resume", *ROUTER_STRICT_ARGS)
@@ -301,7 +307,7 @@ def main() -> None:
     else:
         notes.append("the strict router reward never fired (every sampled first token after '\\boxed{' was wrong), "
                      "so REINFORCE had no signal; the shipped router uses the shaped reward")
-        r = t2.run("train", "--task", str(TASKS / "router_shaped.jsonl"), "--out", str(router_out), "--template", template,
+        r = t2.run("train", "--task", str(TASKS / "router_first.jsonl"), "--out", str(router_out), "--template", template,
                    "--description", "classifier expert: story request -> " + "/".join(labels) + " via configs/dispatch/prompt.txt",
                    "--no-resume", *ROUTER_SHAPED_ARGS)
     commands["router"] = t2.log[-1]
@@ -309,13 +315,14 @@ def main() -> None:
     r["curve"] = validation_curve(router_out)
     tidy(router_out)
     train_results["router"] = r
-    rows.append(("router", f"router expert ({'strict' if strict_ok else 'shaped: contains LABEL in 8 tokens'}, "
+    rows.append(("router", f"router expert ({'strict' if strict_ok else 'shaped: first label mentioned in 8 tokens'}, "
                  f"{r['_iters']} iters): validation (12) base -> best",
                  f"{r['base_validation_accuracy']:.2f} -> {r['best_validation_accuracy']:.2f} (iter {r['best_iter']}; "
                  f"curve {r['curve']}; {r['_seconds']} s)"))
     router_eval = {}
     for name, task, reward, tokens in [("strict: completion starts with the label", "router.jsonl", "regex", 4),
-                                       ("shaped: label within 8 tokens", "router_shaped.jsonl", "contains", 8)]:
+                                       ("first label mentioned in 8 tokens is right", "router_first.jsonl", "regex", 8),
+                                       ("right label and no other in 8 tokens", "router_only.jsonl", "regex", 8)]:
         for split, size in [("train", 48), ("test", 30)]:
             b = t2.eval(TASKS / task, reward, tokens, split=split, template=template)
             e = t2.eval(TASKS / task, reward, tokens, split=split, template=template, expert="router")
@@ -358,7 +365,7 @@ def main() -> None:
     validate = subprocess.run([t2.binary, "experts", "validate", "--model", str(model), "--experts-dir", str(EXPERTS)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rows.append(("check", "`t2 experts validate --experts-dir experts`",
-                 f"exit {validate.returncode}: {validate.stdout.strip().splitlines()[-1] if validate.stdout.strip() else ''}"))
+                 f"exit {validate.returncode}: " + ", ".join(" ".join(l.split()) for l in validate.stdout.strip().splitlines())))
     elapsed = time.time() - started
 
     # 6. Report.
@@ -414,14 +421,19 @@ def main() -> None:
             lines.append(f"- task: configs/tasks/{name}.jsonl, completions of story starts that contain \"{name}\" "
                          "(reward contains, 48 tokens)")
         elif name == "router":
-            lines.append("- task: configs/tasks/" + ("router.jsonl" if strict_ok else "router_shaped.jsonl") +
+            lines.append("- task: configs/tasks/" + ("router.jsonl" if strict_ok else "router_first.jsonl") +
                          ", story requests rendered through configs/dispatch/prompt.txt with {experts} = "
                          + "; ".join(f"`- {w}: stories about a {w}`" for w in labels) +
                          ". The template is not stored in expert.json: use the same one when running it.")
             test_b, test_e = router_eval[("strict: completion starts with the label", "test")]
-            sh_b, sh_e = router_eval[("shaped: label within 8 tokens", "test")]
+            sh_b, sh_e = router_eval[("first label mentioned in 8 tokens is right", "test")]
+            on_b, on_e = router_eval[("right label and no other in 8 tokens", "test")]
             lines.append(f"- held-out phrasings (30): completion starts with the label: base {acc(test_b)}, router {acc(test_e)}; "
-                         f"label within 8 tokens: base {acc(sh_b)}, router {acc(sh_e)}")
+                         f"first label mentioned in 8 tokens is right: base {acc(sh_b)}, router {acc(sh_e)}; "
+                         f"right label and no other: base {acc(on_b)}, router {acc(on_e)}")
+            lines.append("- it does not emit `LABEL}` right after `\\boxed{` (it writes e.g. `. The dog ...`), so the "
+                         "dispatcher's free-text mode, which needs the exact label before `}`, would still map it to "
+                         "`others`; constrained label scoring (the server default) was not measured here")
         else:
             lines.append(f"- task: configs/tasks/pets_fewshot.jsonl (8 few-shot examples, regex `{regex}`); "
                          f"weights {weights}")
