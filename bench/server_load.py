@@ -108,8 +108,9 @@ def environment(t2):
                                text=True).stdout.strip() != ""
     except OSError:
         commit, dirty = "unknown", None
-    try:
-        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
+    try:  # GNU nproc reports OMP_NUM_THREADS when set: ask without it
+        clean_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
+        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True, env=clean_env).stdout.strip())
     except (OSError, ValueError):
         nproc = os.cpu_count()
     return {
@@ -123,6 +124,7 @@ def environment(t2):
         "t2": t2,
         "t2_mtime": datetime.datetime.fromtimestamp(os.path.getmtime(t2), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
 
