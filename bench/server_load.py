@@ -502,8 +502,8 @@ def main():
         experts_dir = build_experts(t2, args.model, tmp)
         server = Server(t2, args.model, experts_dir, os.path.join(tmp, "cache"), args.max_batch, args.queue,
                         args.http_threads, os.path.join(tmp, "serve.log"))
-        log(f"server on port {server.port}: {server.ready_line}")
         try:
+            log(f"server on port {server.port}: {server.ready_line}")
             if not args.skip_load:
                 reference = {}
                 for mode in modes:
