@@ -428,7 +428,13 @@ struct HttpServer::Routes {
             [ctx, jobs_ptr, id, created, model, fingerprint, chat, n, include_usage, wants_logprobs, start, route,
              adaptation_label](size_t, httplib::DataSink& sink) {
              try {
-              const auto send = [&](const json& chunk) {
+              // Each prompt's first chunk, whatever it holds, carries its dispatch decision.
+              const dispatch::Decision* pending_decision = nullptr;
+              const auto send = [&](json chunk) {
+                if (pending_decision != nullptr) {
+                  chunk["t2"] = t2_object(*pending_decision);
+                  pending_decision = nullptr;
+                }
                 const std::string line = "data: " + dump(chunk) + "\n\n";
                 return sink.write(line.data(), line.size());
               };
@@ -441,13 +447,12 @@ struct HttpServer::Routes {
               for (size_t j = 0; j < jobs_ptr->size() && ok; ++j) {
                 Submitted& job = (*jobs_ptr)[j];
                 prompt_tokens += job.prompt_tokens;
+                pending_decision = &job.decision;
                 const int base = static_cast<int>(j) * n;
                 if (chat) {
                   for (int c = 0; c < n && ok; ++c) {
-                    json first = chunk(json::array({{{"index", base + c}, {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                                     {"logprobs", nullptr}, {"finish_reason", nullptr}}}));
-                    if (j == 0 && c == 0) first["t2"] = t2_object(job.decision);
-                    ok = send(first);
+                    ok = send(chunk(json::array({{{"index", base + c}, {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                                  {"logprobs", nullptr}, {"finish_reason", nullptr}}})));
                   }
                 } else if (!job.echo.empty()) {
                   for (int c = 0; c < n && ok; ++c) {
@@ -472,9 +477,7 @@ struct HttpServer::Routes {
                   } else {
                     piece["text"] = t.text;
                   }
-                  json c = chunk(json::array({piece}));
-                  if (!chat && j == 0 && choice == 0 && completion_tokens == 1) c["t2"] = t2_object(job.decision);
-                  return send(c);
+                  return send(chunk(json::array({piece})));
                 }, [&] { return sink.is_writable(); });
                 if (error) {
                   if (error->status() == 499) {
@@ -752,6 +755,7 @@ HttpServer::HttpServer(const ServerConfig& config, std::vector<std::string> api_
   const int threads = config.threads > 0 ? config.threads : static_cast<int>(config.max_batch + config.queue_capacity + 8);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http_->set_payload_max_length(static_cast<size_t>(config.max_body_bytes));
+  http_->set_tcp_nodelay(true);  // streamed tokens are small writes; Nagle would hold them ~40 ms
   http_->Post("/v1/completions", [routes](const auto& req, auto& res) { routes->generate(req, res, false); });
   http_->Post("/v1/chat/completions", [routes](const auto& req, auto& res) { routes->generate(req, res, true); });
   http_->Get("/v1/models", [routes](const auto& req, auto& res) { routes->models(req, res); });

@@ -196,6 +196,11 @@ TEST_F(ServerTest, StreamingMatchesTheWholeResponse) {
   const json& usage = events.back();
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["completion_tokens"], 20);
+  EXPECT_TRUE(events[0].contains("t2")) << events[0];
+  // The first chunk carries the decision even when the first token's text is held back by a stop prefix.
+  const auto held = stream("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 3}, {"temperature", 0}, {"stop", ", but"}});
+  ASSERT_FALSE(held.empty());
+  EXPECT_TRUE(held[0].contains("t2")) << held[0];
   json whole = body;
   whole.erase("stream_options");
   EXPECT_EQ(text, post("/v1/completions", whole)["choices"][0]["text"]);
