@@ -7,8 +7,13 @@
 #include <filesystem>
 #include <string>
 
+#include <optional>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "t2/model/transformer.hpp"
+#include "t2/tokenizer/tokenizer.hpp"
 
 namespace t2::testing {
 
@@ -37,3 +42,24 @@ void write_random_checkpoint(const std::filesystem::path& dir, const nlohmann::j
       GTEST_SKIP() << "test file missing (set T2_MODELS_DIR): " << (path);             \
     }                                                                                  \
   } while (0)
+
+namespace t2::testing {
+
+// Tests on the real stories260K model and tokenizer (float32, CPU). A subclass
+// that overrides SetUp calls this one first and returns if it skipped.
+class StoriesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = models_dir() / "stories260K";
+    T2_REQUIRE_PATH(dir_);
+    model_.emplace(model::Transformer::load(dir_, model::Placement{}));
+    tokenizer_.emplace(tokenizer::Tokenizer::load(dir_));
+  }
+  bool ready() const { return model_.has_value(); }
+
+  std::filesystem::path dir_;
+  std::optional<model::Transformer> model_;
+  std::optional<tokenizer::Tokenizer> tokenizer_;
+};
+
+}  // namespace t2::testing

@@ -17,6 +17,12 @@ void header(std::string& out, const char* name, const char* type, const char* he
   out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
 }
 
+// A metric with one unlabelled sample.
+void single(std::string& out, const char* name, const char* type, const char* help, const std::string& value) {
+  header(out, name, type, help);
+  out += std::string(name) + " " + value + "\n";
+}
+
 }  // namespace
 
 std::string escape_label(const std::string& value) {
@@ -85,16 +91,11 @@ std::string Metrics::render(const engine::Scheduler::Stats& scheduler, const svf
   std::string out;
   header(out, "t2_requests_total", "counter", "HTTP requests by route, status and adaptation.");
   for (const auto& [labels, n] : requests_) out += "t2_requests_total{" + labels + "} " + std::to_string(n) + "\n";
-  header(out, "t2_prompt_tokens_total", "counter", "Prompt tokens processed.");
-  out += "t2_prompt_tokens_total " + std::to_string(prompt_tokens_) + "\n";
-  header(out, "t2_generated_tokens_total", "counter", "Tokens generated.");
-  out += "t2_generated_tokens_total " + std::to_string(generated_tokens_) + "\n";
-  header(out, "t2_queue_depth", "gauge", "Requests waiting for a batch slot.");
-  out += "t2_queue_depth " + std::to_string(scheduler.queue_depth) + "\n";
-  header(out, "t2_running_sequences", "gauge", "Sequences in the running batch.");
-  out += "t2_running_sequences " + std::to_string(scheduler.running) + "\n";
-  header(out, "t2_decode_steps_total", "counter", "Engine steps run.");
-  out += "t2_decode_steps_total " + std::to_string(scheduler.steps) + "\n";
+  single(out, "t2_prompt_tokens_total", "counter", "Prompt tokens processed.", std::to_string(prompt_tokens_));
+  single(out, "t2_generated_tokens_total", "counter", "Tokens generated.", std::to_string(generated_tokens_));
+  single(out, "t2_queue_depth", "gauge", "Requests waiting for a batch slot.", std::to_string(scheduler.queue_depth));
+  single(out, "t2_running_sequences", "gauge", "Sequences in the running batch.", std::to_string(scheduler.running));
+  single(out, "t2_decode_steps_total", "counter", "Engine steps run.", std::to_string(scheduler.steps));
   header(out, "t2_dispatch_decisions_total", "counter", "Pass-1 decisions by strategy and chosen label.");
   for (const auto& [labels, n] : decisions_) out += "t2_dispatch_decisions_total{" + labels + "} " + std::to_string(n) + "\n";
   header(out, "t2_dispatch_latency_seconds", "histogram", "Pass-1 (dispatch) latency.");
@@ -103,18 +104,12 @@ std::string Metrics::render(const engine::Scheduler::Stats& scheduler, const svf
   time_to_first_token_.render(out, "t2_time_to_first_token_seconds", "");
   header(out, "t2_inter_token_latency_seconds", "histogram", "Time between generated tokens of a sequence.");
   inter_token_.render(out, "t2_inter_token_latency_seconds", "");
-  header(out, "t2_adapter_store_hits_total", "counter", "Adapted weight sets served from the cache.");
-  out += "t2_adapter_store_hits_total " + std::to_string(store.hits) + "\n";
-  header(out, "t2_adapter_store_misses_total", "counter", "Adapted weight sets composed.");
-  out += "t2_adapter_store_misses_total " + std::to_string(store.misses) + "\n";
-  header(out, "t2_adapter_store_evictions_total", "counter", "Composed sets evicted under the memory budget.");
-  out += "t2_adapter_store_evictions_total " + std::to_string(store.evictions) + "\n";
-  header(out, "t2_adapter_store_compose_seconds_total", "counter", "Time spent composing adapted weights.");
-  out += "t2_adapter_store_compose_seconds_total " + number(store.compose_seconds) + "\n";
-  header(out, "t2_adapter_store_cached_bytes", "gauge", "Device memory held by cached composed sets.");
-  out += "t2_adapter_store_cached_bytes " + std::to_string(store.cached_bytes) + "\n";
-  header(out, "t2_adapter_store_factor_bytes", "gauge", "Device memory held by the SVD factors.");
-  out += "t2_adapter_store_factor_bytes " + std::to_string(store.factor_bytes) + "\n";
+  single(out, "t2_adapter_store_hits_total", "counter", "Adapted weight sets served from the cache.", std::to_string(store.hits));
+  single(out, "t2_adapter_store_misses_total", "counter", "Adapted weight sets composed.", std::to_string(store.misses));
+  single(out, "t2_adapter_store_evictions_total", "counter", "Composed sets evicted under the memory budget.", std::to_string(store.evictions));
+  single(out, "t2_adapter_store_compose_seconds_total", "counter", "Time spent composing adapted weights.", number(store.compose_seconds));
+  single(out, "t2_adapter_store_cached_bytes", "gauge", "Device memory held by cached composed sets.", std::to_string(store.cached_bytes));
+  single(out, "t2_adapter_store_factor_bytes", "gauge", "Device memory held by the SVD factors.", std::to_string(store.factor_bytes));
   return out;
 }
 

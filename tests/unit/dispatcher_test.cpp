@@ -11,13 +11,11 @@
 
 namespace {
 
-class DispatcherTest : public ::testing::Test {
+class DispatcherTest : public t2::testing::StoriesTest {
  protected:
   void SetUp() override {
-    dir_ = t2::testing::models_dir() / "stories260K";
-    T2_REQUIRE_PATH(dir_);
-    model_.emplace(t2::model::Transformer::load(dir_, t2::model::Placement{}));
-    tokenizer_.emplace(t2::tokenizer::Tokenizer::load(dir_));
+    StoriesTest::SetUp();
+    if (!ready()) return;
     const std::string fingerprint = t2::model::checkpoint_fingerprint(dir_);
     cache_.emplace(t2::svf::SvdCache::compute(*model_, fingerprint, t2::svf::Targets::kMlp, at::kCPU));
     store_.emplace(*model_, *cache_, 1 << 30);
@@ -68,9 +66,6 @@ class DispatcherTest : public ::testing::Test {
     return scores;
   }
 
-  std::filesystem::path dir_;
-  std::optional<t2::model::Transformer> model_;
-  std::optional<t2::tokenizer::Tokenizer> tokenizer_;
   std::optional<t2::svf::SvdCache> cache_;
   std::optional<t2::svf::AdapterStore> store_;
 };

@@ -15,13 +15,11 @@ using t2::engine::SequenceId;
 
 namespace {
 
-class EngineTest : public ::testing::Test {
+class EngineTest : public t2::testing::StoriesTest {
  protected:
   void SetUp() override {
-    dir_ = t2::testing::models_dir() / "stories260K";
-    T2_REQUIRE_PATH(dir_);
-    model_.emplace(t2::model::Transformer::load(dir_, t2::model::Placement{}));
-    tokenizer_.emplace(t2::tokenizer::Tokenizer::load(dir_));
+    StoriesTest::SetUp();
+    if (!ready()) return;
   }
 
   Engine engine(int64_t slots, int64_t context = 0) const {
@@ -66,9 +64,6 @@ class EngineTest : public ::testing::Test {
     return drain(e).at(id);
   }
 
-  std::filesystem::path dir_;
-  std::optional<t2::model::Transformer> model_;
-  std::optional<t2::tokenizer::Tokenizer> tokenizer_;
 };
 
 }  // namespace

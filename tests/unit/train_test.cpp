@@ -73,19 +73,14 @@ TEST(Cem, ConvergesOnASyntheticObjective) {
 
 namespace {
 
-class TrainStories : public ::testing::Test {
+class TrainStories : public t2::testing::StoriesTest {
  protected:
   void SetUp() override {
-    dir_ = t2::testing::models_dir() / "stories260K";
-    T2_REQUIRE_PATH(dir_);
-    model_.emplace(t2::model::Transformer::load(dir_, t2::model::Placement{}));
-    tokenizer_.emplace(t2::tokenizer::Tokenizer::load(dir_));
+    StoriesTest::SetUp();
+    if (!ready()) return;
     const auto fingerprint = t2::model::checkpoint_fingerprint(dir_);
     store_.emplace(*model_, t2::svf::SvdCache::compute(*model_, fingerprint, t2::svf::Targets::kMlp, at::kCPU), 1 << 30);
   }
-  std::filesystem::path dir_;
-  std::optional<t2::model::Transformer> model_;
-  std::optional<t2::tokenizer::Tokenizer> tokenizer_;
   std::optional<t2::svf::AdapterStore> store_;
 };
 
