@@ -20,12 +20,6 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check -r requirements.txt
 
-# The default model: the shared stories260K checkpoint, linked into models/.
-if [ ! -e models/stories260K ] && [ -d ../shared/models/stories260K ]; then
-  mkdir -p models
-  ln -s "$(cd ../shared/models/stories260K && pwd)" models/stories260K
-fi
-
 torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" >/dev/null
 cmake --build build -j"$(nproc)"

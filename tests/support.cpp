@@ -16,6 +16,8 @@ std::filesystem::path models_dir() {
   return env != nullptr && *env != '\0' ? std::filesystem::path(env) : std::filesystem::path(T2_DEFAULT_MODELS_DIR);
 }
 
+std::filesystem::path stories_dir() { return std::filesystem::path(T2_SOURCE_DIR) / "models" / "stories260K"; }
+
 std::filesystem::path reference_dir() { return T2_REFERENCE_DIR; }
 std::filesystem::path t2_binary() { return T2_BINARY; }
 

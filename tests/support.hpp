@@ -19,6 +19,8 @@ namespace t2::testing {
 
 // $T2_MODELS_DIR, or ../shared/models beside the source tree.
 std::filesystem::path models_dir();
+// The default model committed in the repository (models/stories260K).
+std::filesystem::path stories_dir();
 std::filesystem::path reference_dir();
 std::filesystem::path t2_binary();
 bool in_ci();

@@ -56,7 +56,7 @@ TEST(Cli, HelpListsSubcommandsAndOptions) {
 }
 
 TEST(Cli, GenerateStreamsTheStory) {
-  const auto dir = t2::testing::models_dir() / "stories260K";
+  const auto dir = t2::testing::stories_dir();
   T2_REQUIRE_PATH(dir);
   const CommandResult r = run("generate --model " + dir.string() + " --prompt 'Once upon a time' --max-tokens 20 --device cpu");
   EXPECT_EQ(r.status, 0) << r.output;
@@ -68,7 +68,7 @@ TEST(Cli, BadInputGivesAMessageNotACrash) {
   const CommandResult missing = run("generate --model /nonexistent/model");
   EXPECT_EQ(missing.status, 1);
   EXPECT_NE(missing.output.find("/nonexistent/model: no config.json"), std::string::npos) << missing.output;
-  const auto dir = t2::testing::models_dir() / "stories260K";
+  const auto dir = t2::testing::stories_dir();
   T2_REQUIRE_PATH(dir);
   const CommandResult bad_dtype = run("generate --model " + dir.string() + " --dtype int3");
   EXPECT_EQ(bad_dtype.status, 2);
@@ -80,7 +80,7 @@ TEST(Cli, BadInputGivesAMessageNotACrash) {
 }
 
 TEST(Cli, SvdExpertsAndGenerateWithAnExpert) {
-  const auto model = t2::testing::models_dir() / "stories260K";
+  const auto model = t2::testing::stories_dir();
   T2_REQUIRE_PATH(model);
   const auto cache = t2::testing::fresh_dir("cache");
   const auto experts = t2::testing::fresh_dir("experts");

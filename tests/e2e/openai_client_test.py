@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The official OpenAI Python client against the real `t2 serve` on stories260K.
 
-Run by CTest: openai_client_test.py --t2 BUILD/t2 --models ../shared/models --source REPO
+Run by CTest: openai_client_test.py --t2 BUILD/t2 --stories models/stories260K --source REPO
 """
 import argparse
 import os
@@ -22,11 +22,11 @@ API_KEY = "sk-t2-e2e"
 class OpenAIClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        model = os.path.join(ARGS.models, "stories260K")
+        model = ARGS.stories
         if not os.path.isdir(model):
             if os.environ.get("CI") == "true":
                 raise RuntimeError(f"{model} is missing")  # in CI a missing model is a failure
-            raise unittest.SkipTest(f"{model} is missing (set T2_MODELS_DIR)")
+            raise unittest.SkipTest(f"{model} is missing")
         cls.tmp = tempfile.TemporaryDirectory()
         experts = os.path.join(cls.tmp.name, "experts")
         # An expert as the reference implementation saves one, imported through the CLI.
@@ -116,7 +116,7 @@ def main():
     global ARGS
     parser = argparse.ArgumentParser()
     parser.add_argument("--t2", required=True)
-    parser.add_argument("--models", required=True)
+    parser.add_argument("--stories", required=True, help="the stories260K model folder")
     parser.add_argument("--source", required=True)
     ARGS, rest = parser.parse_known_args()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

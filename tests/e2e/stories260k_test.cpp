@@ -14,7 +14,7 @@ const std::string kDocumentedStory =
 }  // namespace
 
 TEST(Stories260K, GreedyFromBosReproducesLlama2cOutput) {
-  const auto dir = t2::testing::models_dir() / "stories260K";
+  const auto dir = t2::testing::stories_dir();
   T2_REQUIRE_PATH(dir);
   const auto model = t2::model::Transformer::load(dir, t2::model::Placement{});
   const auto tokenizer = t2::tokenizer::Tokenizer::load(dir);

@@ -24,7 +24,7 @@ TEST(SvfReference, CompositionMatchesComposeNewParams) {
 
 TEST(SvfReference, ImportsATorchSavedPolicy) {
   const auto policy = t2::testing::reference_dir() / "svf" / "reference_policy.pt";
-  const auto model_dir = t2::testing::models_dir() / "stories260K";
+  const auto model_dir = t2::testing::stories_dir();
   T2_REQUIRE_PATH(policy);
   T2_REQUIRE_PATH(model_dir);
   const auto config = t2::model::ModelConfig::from_file(model_dir / "config.json");

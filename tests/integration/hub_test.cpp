@@ -92,7 +92,7 @@ class FakeHub {
 }  // namespace
 
 TEST(HubPull, DownloadsVerifiesResumesAndReuses) {
-  const auto model = t2::testing::models_dir() / "stories260K";
+  const auto model = t2::testing::stories_dir();
   T2_REQUIRE_PATH(model);
   FakeHub hub(model);
   t2::model::HubOptions options;
@@ -132,7 +132,7 @@ TEST(HubPull, DownloadsVerifiesResumesAndReuses) {
 }
 
 TEST(HubPull, ChecksumMismatchIsAnErrorAndKeepsNothing) {
-  const auto model = t2::testing::models_dir() / "stories260K";
+  const auto model = t2::testing::stories_dir();
   T2_REQUIRE_PATH(model);
   FakeHub hub(model);
   hub.corrupt_sha = true;
@@ -162,7 +162,7 @@ TEST(HubPull, ErrorsNameTheProblem) {
 }
 
 TEST(HubPull, ServeAndGenerateAcceptARepoId) {
-  const auto model = t2::testing::models_dir() / "stories260K";
+  const auto model = t2::testing::stories_dir();
   T2_REQUIRE_PATH(model);
   FakeHub hub(model);
   const auto home = t2::testing::fresh_dir("hf-home");

@@ -25,7 +25,7 @@ const std::string kStoryStart = ", there was a little girl named Lily";
 
 // Folders shared by the servers of this file: experts with random z and an SVD cache.
 struct Fixture {
-  std::filesystem::path model = t2::testing::models_dir() / "stories260K";
+  std::filesystem::path model = t2::testing::stories_dir();
   std::filesystem::path experts;
   std::filesystem::path cache;
 

@@ -65,13 +65,13 @@ def write_reference(model, folder, device, dtype):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--models", required=True, help="the shared models folder (stories260K)")
+    parser.add_argument("--stories", required=True, help="the stories260K model folder")
     args = parser.parse_args()
 
     precisions = [("float32", "cpu", torch.float32)]
     if torch.cuda.is_available():
         precisions.append(("bfloat16", "cuda", torch.bfloat16))
-    stories = os.path.join(args.models, "stories260K")
+    stories = args.stories
     if not os.path.isdir(stories):
         print(f"hf_reference: {stories} is missing", file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ using t2::model::ModelConfig;
 using t2::model::RopeScaling;
 
 TEST(ModelConfig, ReadsStories260K) {
-  const auto path = t2::testing::models_dir() / "stories260K" / "config.json";
+  const auto path = t2::testing::stories_dir() / "config.json";
   T2_REQUIRE_PATH(path);
   const ModelConfig c = ModelConfig::from_file(path);
   EXPECT_EQ(c.architecture, t2::model::Architecture::kLlama);

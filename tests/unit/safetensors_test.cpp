@@ -33,7 +33,7 @@ TEST(Safetensors, RoundTripsDtypesShapesAndMetadata) {
 
 TEST(Safetensors, ReadsFilesWrittenByPython) {
   // The shared checkpoint was written by the Python safetensors library.
-  const auto path = t2::testing::models_dir() / "stories260K" / "model.safetensors";
+  const auto path = t2::testing::stories_dir() / "model.safetensors";
   T2_REQUIRE_PATH(path);
   const SafetensorsFile file = SafetensorsFile::open(path);
   const auto* embed = file.find("model.embed_tokens.weight");

@@ -57,7 +57,7 @@ namespace {
 class SvfStories : public ::testing::Test {
  protected:
   void SetUp() override {
-    model_dir_ = t2::testing::models_dir() / "stories260K";
+    model_dir_ = t2::testing::stories_dir();
     T2_REQUIRE_PATH(model_dir_);
     model_.emplace(t2::model::Transformer::load(model_dir_, t2::model::Placement{}));
     fingerprint_ = t2::model::checkpoint_fingerprint(model_dir_);

@@ -46,7 +46,7 @@ TEST(Tokenizer, RoundTripsEmojiAndRareBytes) {
 }
 
 TEST(Tokenizer, Stories260KByteFallbackAndWhitespace) {
-  const auto path = t2::testing::models_dir() / "stories260K";
+  const auto path = t2::testing::stories_dir();
   T2_REQUIRE_PATH(path);
   const Tokenizer tok = Tokenizer::load(path);  // a folder works too
   EXPECT_EQ(tok.vocab_size(), 512);
@@ -60,7 +60,7 @@ TEST(Tokenizer, Stories260KByteFallbackAndWhitespace) {
 }
 
 TEST(StreamDecoder, NeverEmitsHalfACharacterAndConcatenatesToDecode) {
-  const auto path = t2::testing::models_dir() / "stories260K";
+  const auto path = t2::testing::stories_dir();
   T2_REQUIRE_PATH(path);
   const Tokenizer tok = Tokenizer::load(path);
   const std::string text = "Lily saw 🐶 and said: 世界, très bien!";
@@ -77,7 +77,7 @@ TEST(StreamDecoder, NeverEmitsHalfACharacterAndConcatenatesToDecode) {
 }
 
 TEST(StreamDecoder, KeepsTheSpaceAfterAPromptContext) {
-  const auto path = t2::testing::models_dir() / "stories260K";
+  const auto path = t2::testing::stories_dir();
   T2_REQUIRE_PATH(path);
   const Tokenizer tok = Tokenizer::load(path);
   const auto prompt = tok.encode("Once upon a", true);
