@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "t2/common/errors.hpp"
+#include "t2/common/log.hpp"
 
 namespace t2::cli {
 
@@ -36,6 +37,25 @@ svf::Adaptation AdaptationOptions::adaptation() const {
   if (!expert.empty()) return svf::Adaptation::expert(expert);
   if (!mixture.empty()) return svf::Adaptation::parse_mixture(mixture);
   return svf::Adaptation::base();
+}
+
+void load_experts_folder(svf::AdapterStore& store, const std::filesystem::path& experts_dir,
+                         const std::vector<std::string>& names) {
+  std::vector<std::string> wanted = names;
+  if (wanted.empty() && std::filesystem::is_directory(experts_dir)) {
+    for (const auto& entry : std::filesystem::directory_iterator(experts_dir)) {
+      if (std::filesystem::exists(entry.path() / "expert.json")) wanted.push_back(entry.path().filename().string());
+    }
+    std::sort(wanted.begin(), wanted.end());
+  }
+  for (const auto& name : wanted) {
+    try {
+      store.load_from(experts_dir, name);
+      log::info("loaded expert " + name);
+    } catch (const Error& e) {
+      log::warn("skipped expert " + name + ": " + e.what());
+    }
+  }
 }
 
 std::shared_ptr<const model::ProjectionSet> adapted_weights(const model::Transformer& model,

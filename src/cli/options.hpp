@@ -41,6 +41,11 @@ struct AdaptationOptions {
   svf::Adaptation adaptation() const;
 };
 
+// Loads every expert folder in `experts_dir` (or only `names`), logging and
+// skipping those that fail to load.
+void load_experts_folder(svf::AdapterStore& store, const std::filesystem::path& experts_dir,
+                         const std::vector<std::string>& names = {});
+
 // Builds (or reads) the SVD cache, loads the experts the adaptation names
 // and composes its weights; nullptr for the base model.
 std::shared_ptr<const model::ProjectionSet> adapted_weights(const model::Transformer& model,

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "commands.hpp"
+#include "options.hpp"
 #include "t2/common/errors.hpp"
 #include "t2/common/log.hpp"
 #include "t2/model/hub.hpp"
@@ -31,23 +32,6 @@ struct Serving {
   std::optional<engine::Scheduler> scheduler;
   server::Metrics metrics;
 };
-
-void load_experts(svf::AdapterStore& store, const server::ServerConfig& c) {
-  std::vector<std::string> names = c.load_experts;
-  if (names.empty() && std::filesystem::is_directory(c.experts_dir)) {
-    for (const auto& entry : std::filesystem::directory_iterator(c.experts_dir)) {
-      if (std::filesystem::exists(entry.path() / "expert.json")) names.push_back(entry.path().filename().string());
-    }
-  }
-  for (const auto& name : names) {
-    try {
-      store.load_from(c.experts_dir, name);
-      log::info("loaded expert " + name);
-    } catch (const Error& e) {
-      log::warn("skipped expert " + name + ": " + e.what());
-    }
-  }
-}
 
 void run_serve(const ServeFlags& flags, const std::function<void(server::ServerConfig&)>& apply_flags) {
   server::ServerConfig c;
@@ -77,6 +61,7 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
   http.wait_until_running();
 
   Serving s;
+  dispatch::Strategy default_strategy = dispatch::Strategy::kNone;
   try {
     const model::Placement placement = model::Placement::parse(c.device, c.dtype);
     s.model.emplace(model::Transformer::load(c.model_dir, placement));
@@ -87,26 +72,34 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
                                                     c.cache_dir.empty() ? svf::default_cache_dir() : std::filesystem::path(c.cache_dir),
                                                     placement.device);
     s.store.emplace(*s.model, cache.cache, c.adapter_cache_bytes);
-    load_experts(*s.store, c);
+    load_experts_folder(*s.store, c.experts_dir, c.load_experts);
     dispatch::DispatchOptions dispatch_options;
     dispatch_options.template_text = dispatch::load_template(c.dispatch_template);
     dispatch_options.classifier_expert = c.classifier_expert;
     dispatch_options.constrained = c.constrained_dispatch;
+    dispatch_options.scoring = dispatch::parse_label_scoring(c.label_scoring);
+    dispatch_options.context = c.dispatch_context;
     s.dispatcher.emplace(*s.model, tokenizer, *s.store, dispatch_options);
+    default_strategy = c.dispatch == "auto" ? s.dispatcher->automatic_strategy() : dispatch::parse_strategy(c.dispatch);
     s.scheduler.emplace(*s.model, tokenizer, generation.eos_token_ids, *s.store, *s.dispatcher,
                         engine::SchedulerOptions{c.max_batch, c.queue_capacity, c.context});
     const auto format = c.chat_template == "auto" ? tokenizer::detect_chat_format(c.model_dir)
                                                   : tokenizer::parse_chat_format(c.chat_template);
     http.set_ready(std::make_shared<server::ServingContext>(server::ServingContext{
         *s.model, tokenizer, *s.store, *s.scheduler, s.metrics, format, c.model_id, fingerprint, c.experts_dir,
-        dispatch::parse_strategy(c.dispatch), c.request_timeout_s, generation.eos_token_ids}));
+        default_strategy, c.request_timeout_s, generation.eos_token_ids}));
   } catch (...) {
     http.stop();
     http_thread.join();
     throw;
   }
+  std::string targets;
+  for (const auto& category : s.dispatcher->categories()) targets += (targets.empty() ? "" : ",") + category.label;
+  const std::string classifier = s.dispatcher->classifier();
   std::cout << "t2 ready: model " << c.model_id << ", " << s.store->experts().size() << " experts, dispatch "
-            << c.dispatch << std::endl;
+            << dispatch::to_string(default_strategy) << (c.dispatch == "auto" ? " (auto)" : "")
+            << (default_strategy == dispatch::Strategy::kClassifier ? " under " + classifier : "") << ", targets ["
+            << targets << "]" << std::endl;
 
   int received = 0;
   sigwait(&signals, &received);
@@ -141,9 +134,14 @@ void add_serve_command(CLI::App& app) {
   option("--api-key-file", &server::ServerConfig::api_key_file, "file with one API key per line (T2_API_KEY_FILE)");
   option("--device", &server::ServerConfig::device, "cpu, cuda, cuda:N or auto (T2_DEVICE)");
   option("--dtype", &server::ServerConfig::dtype, "float32, bfloat16, float16 or auto (T2_DTYPE)");
-  option("--dispatch", &server::ServerConfig::dispatch, "default strategy: explicit, prompt, classifier or none (T2_DISPATCH)");
+  option("--dispatch", &server::ServerConfig::dispatch,
+         "strategy of requests that name no expert: auto (classifier if a classification expert is loaded, else prompt "
+         "if dispatch targets are, else none), explicit, prompt, classifier or none (T2_DISPATCH)");
+  option("--label-scoring", &server::ServerConfig::label_scoring,
+         "pass 1 label scores: mean (length-normalised) or sum log-probability (T2_LABEL_SCORING)");
+  option("--dispatch-context", &server::ServerConfig::dispatch_context, "pass 1's token budget (T2_DISPATCH_CONTEXT)");
   option("--dispatch-template", &server::ServerConfig::dispatch_template, "adaptation prompt template (T2_DISPATCH_TEMPLATE)");
-  option("--classifier-expert", &server::ServerConfig::classifier_expert, "expert the classifier strategy runs under (T2_CLASSIFIER_EXPERT)");
+  option("--classifier-expert", &server::ServerConfig::classifier_expert, "expert the classifier strategy runs under; default: the one marked \"classifier\" (T2_CLASSIFIER_EXPERT)");
   option("--max-batch", &server::ServerConfig::max_batch, "sequences decoded together (T2_MAX_BATCH)");
   option("--queue", &server::ServerConfig::queue_capacity, "requests waiting before 429 (T2_QUEUE_CAPACITY)");
   option("--context", &server::ServerConfig::context, "KV cache length per sequence; 0 = the model's (T2_CONTEXT)");

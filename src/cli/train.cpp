@@ -1,5 +1,7 @@
 // `t2 train` (SVF with REINFORCE), `t2 adapt` (few-shot CEM over expert
-// mixtures) and `t2 eval` (accuracy on a task split).
+// mixtures) and `t2 eval` (accuracy on a task split, optionally through the
+// two-pass path: pass 1 picks each record's expert, pass 2 answers with it).
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -9,6 +11,7 @@
 #include "commands.hpp"
 #include "options.hpp"
 #include "t2/common/errors.hpp"
+#include "t2/dispatch/dispatcher.hpp"
 #include "t2/model/hub.hpp"
 #include "t2/train/adapt.hpp"
 #include "t2/train/reinforce.hpp"
@@ -50,10 +53,26 @@ struct Loaded {
   }
 };
 
+// Pass 1 as `t2 serve` runs it: the template, the label scoring and the context.
+struct DispatchFlags {
+  std::string template_path = "configs/dispatch/prompt.txt";
+  std::string scoring = "mean";
+  int64_t context = 1024;
+
+  void add_to(CLI::App& cmd) {
+    cmd.add_option("--dispatch-template", template_path, "adaptation prompt template, as the server's")->capture_default_str();
+    cmd.add_option("--label-scoring", scoring, "mean (length-normalised) or sum log-probability")->capture_default_str();
+    cmd.add_option("--dispatch-context", context, "pass 1's token budget")->capture_default_str();
+  }
+};
+
 struct TrainCommand {
   std::string model_dir;
   std::string out;
   std::string description;
+  std::string objective = "completions";
+  bool dispatch_target = false;
+  DispatchFlags dispatch;
   bool no_resume = false;
   TaskOptions task;
   train::TrainOptions options;
@@ -67,15 +86,38 @@ struct TrainCommand {
     options.description = description.empty() ? "trained on " + std::filesystem::path(task.file).filename().string() : description;
     options.resume = !no_resume;
     options.generation = {task.max_tokens, l.eos};
+    options.objective = train::parse_objective(objective);
+    options.dispatch = dispatch_target ? svf::DispatchRole::kTarget : svf::DispatchRole::kNone;
+    if (options.objective == train::Objective::kLabels) {
+      // The categories the server would list: the experts folder's dispatch targets.
+      load_experts_folder(*l.store, svf.experts_dir);
+      for (const auto& e : l.store->experts()) {
+        if (e.dispatch == svf::DispatchRole::kTarget && e.name != options.name) options.labels.categories.push_back({e.name, e.description});
+      }
+      if (options.labels.categories.empty()) {
+        throw InvalidArgument("experts-dir", "--objective labels needs dispatch targets (\"dispatch\": \"target\") in " + svf.experts_dir);
+      }
+      options.labels.template_text = dispatch::load_template(dispatch.template_path);
+      options.labels.scoring = dispatch::parse_label_scoring(dispatch.scoring);
+      options.labels.context = dispatch.context;
+    }
     const train::Task t = task.load();
     const auto result = train::train_svf(*l.model, *l.tokenizer, *l.store, t, options);
-    std::cout << nlohmann::json{{"expert", options.name},
-                                {"out", out},
-                                {"base_validation_accuracy", result.base_validation},
-                                {"best_validation_accuracy", result.best_validation},
-                                {"best_iter", result.best_iter}}
-                     .dump()
-              << std::endl;
+    nlohmann::json report = {{"expert", options.name},
+                             {"out", out},
+                             {"objective", objective},
+                             {"base_validation_accuracy", result.base_validation},
+                             {"best_validation_accuracy", result.best_validation},
+                             {"best_iter", result.best_iter}};
+    if (options.objective == train::Objective::kCompletions) {
+      report["base_validation_perplexity"] = result.base_validation_perplexity;
+      report["validation_perplexity"] = result.validation_perplexity;
+    } else {
+      std::vector<std::string> labels;
+      for (const auto& c : options.labels.categories) labels.push_back(c.label);
+      report["labels"] = labels;
+    }
+    std::cout << report.dump() << std::endl;
   }
 };
 
@@ -115,9 +157,17 @@ struct AdaptCommand {
   }
 };
 
+nlohmann::json accuracy_json(const train::Accuracy& a) {
+  const auto [lo, hi] = a.interval();
+  return {{"accuracy", a.value()}, {"correct", a.correct}, {"total", a.total}, {"ci95", {lo, hi}}};
+}
+
 struct EvalCommand {
   std::string model_dir;
   std::string split = "test";
+  std::string strategy;
+  std::string classifier_expert;
+  DispatchFlags dispatch;
   TaskOptions task;
   PlacementOptions placement;
   SvfOptions svf;
@@ -127,22 +177,81 @@ struct EvalCommand {
     const train::Task t = task.load();
     const auto examples = t.split(train::parse_split(split));
     if (examples.empty()) throw InvalidArgument("split", "the task has no '" + split + "' examples");
+    if (!strategy.empty()) return run_two_pass(t, examples);
     const auto dir = model::resolve_model(model_dir);
     const model::Transformer m = model::Transformer::load(dir, placement.placement());
     const auto tok = tokenizer::Tokenizer::load(dir);
     const auto weights = adapted_weights(m, dir, svf, adaptation);
-    const auto a = train::evaluate(m, tok, weights, examples, t.reward,
-                                   {task.max_tokens, model::GenerationConfig::from_model_dir(dir).eos_token_ids});
-    const auto [lo, hi] = a.interval();
-    std::cout << nlohmann::json{{"task", t.name},
-                                {"split", split},
-                                {"adaptation", adaptation.adaptation().key()},
-                                {"accuracy", a.value()},
-                                {"correct", a.correct},
-                                {"total", a.total},
-                                {"ci95", {lo, hi}}}
-                     .dump()
-              << std::endl;
+    const auto e = train::evaluate_with_perplexity(m, tok, weights, examples, t.reward,
+                                                   {task.max_tokens, model::GenerationConfig::from_model_dir(dir).eos_token_ids});
+    nlohmann::json report = {{"task", t.name}, {"split", split}, {"adaptation", adaptation.adaptation().key()},
+                             {"perplexity", e.perplexity}};
+    report.update(accuracy_json(e.accuracy));
+    std::cout << report.dump() << std::endl;
+  }
+
+  // Pass 1 per record (the server's dispatcher, or the record's own label for
+  // "oracle"), then pass 2 with the chosen adaptation; routing is scored
+  // against the records' "label".
+  void run_two_pass(const train::Task& t, const std::vector<train::Example>& examples) {
+    if (!adaptation.is_base()) throw InvalidArgument("dispatch", "--dispatch picks the expert per record; drop --expert/--mixture");
+    if (strategy != "prompt" && strategy != "classifier" && strategy != "oracle") {
+      throw InvalidArgument("dispatch", "--dispatch must be prompt, classifier or oracle");
+    }
+    Loaded l(model_dir, placement, svf);
+    load_experts_folder(*l.store, svf.experts_dir);
+    dispatch::DispatchOptions options;
+    options.template_text = dispatch::load_template(dispatch.template_path);
+    options.classifier_expert = classifier_expert;
+    options.scoring = dispatch::parse_label_scoring(dispatch.scoring);
+    options.context = dispatch.context;
+    dispatch::Dispatcher dispatcher(*l.model, *l.tokenizer, *l.store, options);
+
+    std::vector<std::string> chosen;
+    double dispatch_ms = 0;
+    for (const auto& e : examples) {
+      if (strategy == "oracle") {
+        if (e.label.empty()) throw LoadError(t.name + ":" + std::to_string(e.line) + ": oracle routing needs a \"label\"");
+        chosen.push_back(e.label);
+        continue;
+      }
+      const auto decision = dispatcher.decide(dispatch::parse_strategy(strategy), e.prompt);
+      chosen.push_back(decision.label);
+      dispatch_ms += decision.latency_ms;
+    }
+    // Pass 2, one batch per chosen adaptation.
+    std::map<std::string, std::vector<size_t>> groups;
+    for (size_t i = 0; i < examples.size(); ++i) groups[chosen[i]].push_back(i);
+    std::vector<train::Completion> completions(examples.size());
+    for (const auto& [label, members] : groups) {
+      const auto weights = l.store->weights(label == dispatch::kOthersLabel ? svf::Adaptation::base() : svf::Adaptation::expert(label));
+      std::vector<std::string> prompts;
+      for (const size_t i : members) prompts.push_back(examples[i].prompt);
+      const auto out = train::complete(*l.model, *l.tokenizer, weights, prompts, {task.max_tokens, l.eos});
+      for (size_t k = 0; k < members.size(); ++k) completions[members[k]] = out[k];
+    }
+    train::Accuracy task_accuracy, routing;
+    nlohmann::json confusion = nlohmann::json::object();
+    for (size_t i = 0; i < examples.size(); ++i) {
+      task_accuracy.correct += train::is_correct(t.reward, completions[i].text, examples[i].answer) ? 1 : 0;
+      ++task_accuracy.total;
+      if (examples[i].label.empty()) continue;
+      routing.correct += chosen[i] == examples[i].label ? 1 : 0;
+      ++routing.total;
+      auto& row = confusion[examples[i].label];
+      row[chosen[i]] = row.value(chosen[i], 0) + 1;
+    }
+    nlohmann::json report = {{"task", t.name},
+                             {"split", split},
+                             {"dispatch", strategy},
+                             {"perplexity", train::base_perplexity(*l.model, completions)},
+                             {"dispatch_ms_mean", strategy == "oracle" ? 0.0 : dispatch_ms / static_cast<double>(examples.size())}};
+    report.update(accuracy_json(task_accuracy));
+    if (routing.total > 0) {
+      report["routing"] = accuracy_json(routing);
+      report["routing"]["confusion"] = confusion;
+    }
+    std::cout << report.dump() << std::endl;
   }
 };
 
@@ -155,6 +264,12 @@ void add_train_commands(CLI::App& app) {
   t->task.add_to(*train_cmd, "--task", "JSONL task file ({\"prompt\", \"answer\", \"split\"?})");
   train_cmd->add_option("--out", t->out, "expert folder to write, e.g. experts/NAME")->required();
   train_cmd->add_option("--description", t->description, "what the expert is for");
+  train_cmd->add_option("--objective", t->objective,
+                        "completions: reward sampled completions (the reference's); labels: a classification expert for "
+                        "pass 1, each record's answer its label, scored as the server scores labels")
+      ->capture_default_str();
+  train_cmd->add_flag("--dispatch-target", t->dispatch_target, "mark the expert as a category pass 1 may choose");
+  t->dispatch.add_to(*train_cmd);
   train_cmd->add_option("--lr", t->options.lr, "Adam learning rate")->capture_default_str();
   train_cmd->add_option("--batch-size", t->options.batch_size, "samples per step")->capture_default_str()->check(CLI::PositiveNumber);
   train_cmd->add_option("--iters", t->options.iters, "training steps")->capture_default_str()->check(CLI::PositiveNumber);
@@ -195,6 +310,11 @@ void add_train_commands(CLI::App& app) {
   e->placement.add_to(*eval_cmd);
   e->svf.add_to(*eval_cmd);
   e->adaptation.add_to(*eval_cmd);
+  eval_cmd->add_option("--dispatch", e->strategy,
+                       "two-pass evaluation: prompt, classifier (pass 1 per record, as the server) or oracle (the records' "
+                       "\"label\"); loads every expert in --experts-dir and reports routing accuracy");
+  eval_cmd->add_option("--classifier-expert", e->classifier_expert, "default: the expert marked \"classifier\"");
+  e->dispatch.add_to(*eval_cmd);
   eval_cmd->callback([e] { e->run(); });
 }
 

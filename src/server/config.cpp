@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "t2/common/errors.hpp"
+#include "t2/dispatch/dispatcher.hpp"
 
 namespace t2::server {
 namespace {
@@ -35,6 +36,8 @@ void for_each_setting(ServerConfig& c, Visit&& visit) {
   visit("dispatch_template", c.dispatch_template);
   visit("classifier_expert", c.classifier_expert);
   visit("constrained_dispatch", c.constrained_dispatch);
+  visit("label_scoring", c.label_scoring);
+  visit("dispatch_context", c.dispatch_context);
   visit("chat_template", c.chat_template);
   visit("threads", c.threads);
 }
@@ -118,6 +121,9 @@ void ServerConfig::validate() const {
   if (queue_capacity < 1) throw InvalidArgument("queue_capacity", "queue_capacity must be at least 1");
   if (context < 0) throw InvalidArgument("context", "context must be >= 0");
   if (!(request_timeout_s > 0)) throw InvalidArgument("request_timeout_s", "request_timeout_s must be > 0");
+  if (dispatch != "auto") dispatch::parse_strategy(dispatch);
+  dispatch::parse_label_scoring(label_scoring);
+  if (dispatch_context < 16) throw InvalidArgument("dispatch_context", "dispatch_context must be at least 16 tokens");
   if (threads < 0) throw InvalidArgument("threads", "threads must be >= 0 (0: automatic)");
 }
 

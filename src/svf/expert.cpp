@@ -47,6 +47,22 @@ double MixtureComponent::coefficient_for(const std::string& matrix) const {
 
 const char* to_string(ExpertKind kind) { return kind == ExpertKind::kSvf ? "svf" : "mixture"; }
 
+const char* to_string(DispatchRole role) {
+  switch (role) {
+    case DispatchRole::kNone: return "none";
+    case DispatchRole::kTarget: return "target";
+    case DispatchRole::kClassifier: return "classifier";
+  }
+  return "none";
+}
+
+DispatchRole parse_dispatch_role(const std::string& name) {
+  if (name == "none") return DispatchRole::kNone;
+  if (name == "target") return DispatchRole::kTarget;
+  if (name == "classifier") return DispatchRole::kClassifier;
+  throw InvalidArgument("dispatch", "unknown dispatch role '" + name + "' (use none, target or classifier)");
+}
+
 bool is_valid_expert_name(const std::string& name) {
   if (name.empty() || name.size() > 128 || name[0] == '.') return false;
   for (const char c : name) {
@@ -66,6 +82,8 @@ nlohmann::json Expert::to_json() const {
                       {"description", description}, {"kind", to_string(kind)},
                       {"base_fingerprint", base_fingerprint}, {"provenance", provenance},
                       {"scores", scores}};
+  if (dispatch != DispatchRole::kNone) j["dispatch"] = to_string(dispatch);
+  if (!dispatch_labels.empty()) j["dispatch_labels"] = dispatch_labels;
   if (kind == ExpertKind::kSvf) {
     j["matrices"] = matrices();
   } else {
@@ -95,6 +113,12 @@ Expert Expert::load(const std::filesystem::path& dir) {
     e.base_fingerprint = j.value("base_fingerprint", "");
     e.provenance = j.value("provenance", nlohmann::json::object());
     e.scores = j.value("scores", nlohmann::json::object());
+    try {
+      e.dispatch = parse_dispatch_role(j.value("dispatch", "none"));
+    } catch (const InvalidArgument& ex) {
+      throw LoadError(who + ": " + ex.what());
+    }
+    e.dispatch_labels = j.value("dispatch_labels", std::vector<std::string>{});
     if (e.kind == ExpertKind::kMixture) {
       for (const auto& c : j.at("components")) {
         MixtureComponent component;

@@ -3,7 +3,10 @@
 #include <cmath>
 #include <map>
 
+#include <c10/core/InferenceMode.h>
+
 #include "t2/engine/engine.hpp"
+#include "t2/train/policy.hpp"
 
 namespace t2::train {
 
@@ -17,40 +20,83 @@ std::pair<double, double> Accuracy::interval() const {
   return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
 }
 
-std::vector<std::string> complete(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
-                                  const std::shared_ptr<const model::ProjectionSet>& weights,
-                                  const std::vector<std::string>& prompts, const Generation& generation) {
+std::vector<Completion> complete(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
+                                 const std::shared_ptr<const model::ProjectionSet>& weights,
+                                 const std::vector<std::string>& prompts, const Generation& generation) {
   constexpr int64_t kBatch = 16;
   engine::Engine engine(model, tokenizer, generation.eos_token_ids, {kBatch, 0});
-  std::vector<std::string> out(prompts.size());
+  std::vector<Completion> out(prompts.size());
   std::map<engine::SequenceId, size_t> index;
   size_t next = 0;
   while (next < prompts.size() || engine.active() > 0) {
     while (next < prompts.size() && engine.has_capacity()) {
       engine::GenerationRequest r;
       r.prompt = tokenizer.encode(prompts[next], true);
+      out[next].prompt = r.prompt;
       r.sampling.temperature = 0;
       r.max_tokens = generation.max_tokens;
       r.projections = weights;
       index[engine.add(std::move(r))] = next++;
     }
-    for (const auto& event : engine.step()) out[index.at(event.sequence)] += event.text;
+    for (const auto& event : engine.step()) {
+      Completion& c = out[index.at(event.sequence)];
+      c.text += event.text;
+      c.tokens.push_back(event.token);
+    }
   }
   return out;
 }
 
-Accuracy evaluate(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
-                  const std::shared_ptr<const model::ProjectionSet>& weights, const std::vector<Example>& examples,
-                  RewardKind reward, const Generation& generation) {
-  std::vector<std::string> prompts;
-  for (const auto& e : examples) prompts.push_back(e.prompt);
-  const auto completions = complete(model, tokenizer, weights, prompts, generation);
+double base_perplexity(const model::Transformer& model, const std::vector<Completion>& completions) {
+  c10::InferenceMode guard;
+  constexpr size_t kBatch = 16;
+  double log_likelihood = 0;
+  int64_t tokens = 0;
+  for (size_t begin = 0; begin < completions.size(); begin += kBatch) {
+    std::vector<std::vector<int64_t>> prompts, continuations;
+    for (size_t i = begin; i < std::min(completions.size(), begin + kBatch); ++i) {
+      if (completions[i].tokens.empty()) continue;
+      prompts.push_back(completions[i].prompt);
+      continuations.push_back(completions[i].tokens);
+    }
+    if (prompts.empty()) continue;
+    const SequenceScores s = score_completions(model, model.base_projections(), prompts, continuations);
+    log_likelihood += s.log_likelihood.sum().item<double>();
+    tokens += s.tokens;
+  }
+  return tokens > 0 ? std::exp(-log_likelihood / static_cast<double>(tokens)) : 1.0;
+}
+
+namespace {
+
+Accuracy score(const std::vector<Completion>& completions, const std::vector<Example>& examples, RewardKind reward) {
   Accuracy a;
   for (size_t i = 0; i < examples.size(); ++i) {
-    a.correct += is_correct(reward, completions[i], examples[i].answer) ? 1 : 0;
+    a.correct += is_correct(reward, completions[i].text, examples[i].answer) ? 1 : 0;
     ++a.total;
   }
   return a;
+}
+
+std::vector<std::string> prompts_of(const std::vector<Example>& examples) {
+  std::vector<std::string> prompts;
+  for (const auto& e : examples) prompts.push_back(e.prompt);
+  return prompts;
+}
+
+}  // namespace
+
+Accuracy evaluate(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
+                  const std::shared_ptr<const model::ProjectionSet>& weights, const std::vector<Example>& examples,
+                  RewardKind reward, const Generation& generation) {
+  return score(complete(model, tokenizer, weights, prompts_of(examples), generation), examples, reward);
+}
+
+Evaluation evaluate_with_perplexity(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
+                                    const std::shared_ptr<const model::ProjectionSet>& weights,
+                                    const std::vector<Example>& examples, RewardKind reward, const Generation& generation) {
+  const auto completions = complete(model, tokenizer, weights, prompts_of(examples), generation);
+  return {score(completions, examples, reward), base_perplexity(model, completions)};
 }
 
 }  // namespace t2::train

@@ -135,6 +135,10 @@ Task Task::load(const std::filesystem::path& path, RewardKind reward, const std:
     e.prompt = prompt;
     e.answer = record["answer"].is_string() ? record["answer"].get<std::string>() : record["answer"].dump();
     e.line = line_number;
+    if (record.contains("label")) {
+      if (!record["label"].is_string()) throw LoadError(where + ": \"label\" must be a string");
+      e.label = record["label"].get<std::string>();
+    }
     if (record.contains("split")) {
       try {
         e.split = parse_split(record["split"].get<std::string>());

@@ -5,9 +5,11 @@
 //                experts; its label picks the expert ("others" = base)
 //   classifier - the same prompt under the classification expert's weights
 //   none       - base weights
-// Beyond the reference: labels are scored by log-likelihood after the prompt
-// (one prefill, no free-text decode), and the template's fixed part (the
-// instructions and the expert list) stays in a KV cache across requests so
+// The categories are the loaded experts marked "dispatch": "target" in
+// expert.json, then "others" (base weights). Beyond the reference: labels are
+// scored by their length-normalised log-likelihood after the prompt (one
+// prefill, no free-text decode), and the template's fixed part (the
+// instructions and the category list) stays in a KV cache across requests so
 // pass 1 pays only for the user's prompt and the labels.
 #pragma once
 
@@ -18,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "t2/dispatch/adaptation_prompt.hpp"
 #include "t2/model/kv_cache.hpp"
 #include "t2/model/transformer.hpp"
 #include "t2/svf/adapter_store.hpp"
@@ -33,7 +36,8 @@ struct Decision {
   Strategy strategy = Strategy::kNone;
   svf::Adaptation adaptation;            // what pass 2 runs with
   std::string label;                     // the label pass 1 chose, or the explicit adaptation's key
-  std::map<std::string, double> scores;  // label -> log-likelihood (prompt, classifier)
+  std::map<std::string, double> scores;  // label -> score (prompt, classifier), as `scoring` says
+  LabelScoring scoring = LabelScoring::kMean;
   double latency_ms = 0;
   int64_t prompt_tokens = 0;  // tokens pass 1 ran through the model
   int64_t cached_tokens = 0;  // template tokens served from the prefix cache
@@ -41,8 +45,9 @@ struct Decision {
 
 struct DispatchOptions {
   std::string template_text;      // contains {experts} and {prompt}
-  std::string classifier_expert;  // the expert the classifier strategy runs under
+  std::string classifier_expert;  // the expert the classifier strategy runs under; empty: the one marked "classifier"
   bool constrained = true;        // score labels; false = greedy free text parsed for \boxed{label}
+  LabelScoring scoring = LabelScoring::kMean;
   int64_t max_answer_tokens = 16;
   int64_t context = 1024;          // pass 1's KV cache length; long prompts are cut to fit
 };
@@ -53,27 +58,36 @@ std::string load_template(const std::filesystem::path& path);
 class Dispatcher {
  public:
   // Model, tokenizer and store must outlive the dispatcher. Not thread-safe:
-  // the scheduler calls it from its own thread.
+  // the scheduler calls it from its own thread. Throws InvalidArgument when
+  // the loaded targets do not fit the template (see AdaptationPrompt::prefix)
+  // or several classification experts are loaded and none is named.
   Dispatcher(const model::Transformer& model, tokenizer::Tokenizer tokenizer, svf::AdapterStore& store,
              DispatchOptions options);
 
   // Pass 1 for the prompt or classifier strategy.
   Decision decide(Strategy strategy, const std::string& prompt);
-  // The labels pass 1 chooses among: every loaded expert but the classifier, then "others".
+  // The dispatch targets among the loaded experts (the classifier excluded), by name.
+  std::vector<Category> categories() const;
+  // The labels pass 1 chooses among: the categories, then "others".
   std::vector<std::string> labels() const;
+  // The classification expert: the one named in the options, else the loaded
+  // expert marked "classifier"; empty when there is none.
+  std::string classifier() const;
+  // The strategy a server runs when none is configured: classifier when a
+  // classification expert is loaded, prompt when there are targets, else none.
+  Strategy automatic_strategy() const;
 
  private:
-  struct Prefix {
-    std::string text;
-    std::vector<int64_t> tokens;
+  struct CachedPrefix {
+    AdaptationPrompt::Prefix prompt;
     int64_t slot = -1;
   };
-  // The cached template prefix under `weights_key`, rebuilt when the experts change.
-  const Prefix& prefix(const std::string& weights_key, const model::ProjectionSet& weights,
-                       const std::vector<std::string>& labels);
-  // Log-likelihood of each "label}" after `context` (the user's prompt and the template's end).
+  // The cached template prefix under `weights_key`, rebuilt when the categories change.
+  const CachedPrefix& prefix(const std::string& weights_key, const model::ProjectionSet& weights,
+                             const std::vector<Category>& categories);
+  // The score of each label after the request (see AdaptationPrompt::candidates).
   std::map<std::string, double> score_labels(const std::vector<std::string>& labels, int64_t work_slot,
-                                             const std::string& context, const model::ProjectionSet& weights,
+                                             const std::string& request, const model::ProjectionSet& weights,
                                              int64_t& tokens_run);
   // Greedy tokens from `logits` (the context's last) up to "}".
   std::string generate_answer(int64_t work_slot, at::Tensor logits, const model::ProjectionSet& weights,
@@ -83,10 +97,9 @@ class Dispatcher {
   tokenizer::Tokenizer tokenizer_;
   svf::AdapterStore& store_;
   DispatchOptions options_;
-  std::string prompt_prefix_template_;  // the template before {prompt}
-  std::string prompt_suffix_;           // after {prompt}
   model::KVCache cache_;
-  std::map<std::string, Prefix> prefixes_;
+  AdaptationPrompt prompt_;
+  std::map<std::string, CachedPrefix> prefixes_;
 };
 
 }  // namespace t2::dispatch

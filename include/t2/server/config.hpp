@@ -30,10 +30,15 @@ struct ServerConfig {
   int64_t context = 0;  // 0: the model's
   double request_timeout_s = 600;
   int64_t adapter_cache_bytes = int64_t{4} << 30;
-  std::string dispatch = "explicit";  // the default strategy
+  // The strategy of requests that name no adaptation: auto (classifier when a
+  // classification expert is loaded, prompt when dispatch targets are, else
+  // none), explicit, prompt, classifier or none.
+  std::string dispatch = "auto";
   std::string dispatch_template = "configs/dispatch/prompt.txt";
   std::string classifier_expert;
   bool constrained_dispatch = true;
+  std::string label_scoring = "mean";  // mean (length-normalised) or sum log-probability of each label
+  int64_t dispatch_context = 1024;     // pass 1's token budget (capped by the model's context)
   std::string chat_template = "auto";  // or plain, llama-2, llama-3, chatml, zephyr, mistral
   int threads = 0;  // HTTP worker threads; 0: max_batch + queue_capacity + 8, so waiting requests never block /health
 

@@ -18,6 +18,13 @@ namespace t2::svf {
 
 enum class ExpertKind { kSvf, kMixture };
 
+// The part an expert plays in pass 1 (expert.json's "dispatch").
+enum class DispatchRole {
+  kNone,        // used only when a request names it
+  kTarget,      // a category pass 1 may choose ("target")
+  kClassifier,  // the classification expert pass 1 may run under ("classifier")
+};
+
 struct MixtureComponent {
   std::string expert;
   double weight = 1.0;
@@ -36,6 +43,8 @@ struct Expert {
   nlohmann::json scores = nlohmann::json::object();      // what it measured
   std::map<std::string, at::Tensor> z;                   // kSvf: float32 [r] on the CPU
   std::vector<MixtureComponent> components;              // kMixture
+  DispatchRole dispatch = DispatchRole::kNone;
+  std::vector<std::string> dispatch_labels;  // kClassifier: the labels it was trained to choose among
 
   // Reads and checks the folder on its own: JSON fields, z finite and
   // non-negative, coefficients finite and non-negative. Throws LoadError
@@ -53,6 +62,8 @@ struct Expert {
 };
 
 const char* to_string(ExpertKind kind);
+const char* to_string(DispatchRole role);
+DispatchRole parse_dispatch_role(const std::string& name);  // "none", "target", "classifier"; throws InvalidArgument
 
 // Names usable as folder names and API ids: [A-Za-z0-9._-], not starting with '.'.
 bool is_valid_expert_name(const std::string& name);

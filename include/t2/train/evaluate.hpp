@@ -1,5 +1,7 @@
 // Accuracy of a model (base, expert or mixture) on task examples: greedy
-// completions scored by the task's reward, with a Wilson 95% interval.
+// completions scored by the task's reward, with a Wilson 95% interval, and
+// how fluent those completions are: their perplexity under the base model (an
+// expert that games its reward writes text the base model finds unlikely).
 #pragma once
 
 #include <memory>
@@ -24,13 +26,32 @@ struct Generation {
   std::vector<int64_t> eos_token_ids;
 };
 
-// Greedy completions of `prompts` (batched), as text.
-std::vector<std::string> complete(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
-                                  const std::shared_ptr<const model::ProjectionSet>& weights,
-                                  const std::vector<std::string>& prompts, const Generation& generation);
+struct Completion {
+  std::vector<int64_t> prompt;  // with BOS
+  std::vector<int64_t> tokens;
+  std::string text;
+};
+
+// Greedy completions of `prompts` (batched).
+std::vector<Completion> complete(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
+                                 const std::shared_ptr<const model::ProjectionSet>& weights,
+                                 const std::vector<std::string>& prompts, const Generation& generation);
+
+// exp(mean negative log-likelihood per token) of the completions under the
+// base model; 1 when they hold no tokens.
+double base_perplexity(const model::Transformer& model, const std::vector<Completion>& completions);
+
+struct Evaluation {
+  Accuracy accuracy;
+  double perplexity = 1;  // of the completions under the base model
+};
 
 Accuracy evaluate(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
                   const std::shared_ptr<const model::ProjectionSet>& weights, const std::vector<Example>& examples,
                   RewardKind reward, const Generation& generation);
+// The same, with the completions' perplexity under the base model.
+Evaluation evaluate_with_perplexity(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
+                                    const std::shared_ptr<const model::ProjectionSet>& weights,
+                                    const std::vector<Example>& examples, RewardKind reward, const Generation& generation);
 
 }  // namespace t2::train

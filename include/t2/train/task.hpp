@@ -1,5 +1,5 @@
 // Tasks for training and evaluating experts: JSONL records
-// {"prompt", "answer", "split"?, ...}, a prompt template and a reward that
+// {"prompt", "answer", "split"?, "label"?, ...}, a prompt template and a reward that
 // says whether a completion solves the record.
 #pragma once
 
@@ -30,6 +30,7 @@ struct Example {
   std::string prompt;  // after the template
   std::string answer;
   Split split = Split::kTrain;
+  std::string label;   // optional "label": the expert that should serve it ("others": the base model)
   int line = 0;        // in the JSONL file
 };
 
