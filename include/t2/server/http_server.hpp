@@ -5,6 +5,7 @@
 //   GET/POST /v1/experts, GET/DELETE /v1/experts/{name}
 //   POST /v1/adaptations, GET /v1/adaptations/{id}  (few-shot CEM, a background job)
 //   GET /health (503 until the model is loaded), GET /metrics (Prometheus)
+// The handlers live in src/server/routes_*.cpp, one file per area (see src/server/routes.hpp).
 #pragma once
 
 #include <atomic>
@@ -42,7 +43,7 @@ struct ServingContext {
   std::vector<int64_t> eos_token_ids;
 };
 
-class AdaptationJobs;
+class AdaptationJobs;  // t2/server/adaptation_jobs.hpp
 
 class HttpServer {
  public:
