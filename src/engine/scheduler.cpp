@@ -20,12 +20,12 @@ JobEvent JobEvent::generated(int choice, TokenEvent token) {
   return e;
 }
 
-JobEvent JobEvent::failed(int choice, std::string message, int status) {
+JobEvent JobEvent::failed(int choice, ErrorKind kind, std::string message) {
   JobEvent e;
   e.kind = Kind::kError;
   e.choice = choice;
   e.error = std::move(message);
-  e.status = status;
+  e.error_kind = kind;
   return e;
 }
 
@@ -126,7 +126,7 @@ void Scheduler::loop() {
     } catch (const std::exception& e) {
       // A failed step (e.g. out of device memory) ends every running job, not the server.
       log::error(std::string("decode step failed: ") + e.what());
-      for (auto& [id, r] : running_) r.handle->push(JobEvent::failed(r.choice, e.what(), 500));
+      for (auto& [id, r] : running_) r.handle->push(JobEvent::failed(r.choice, ErrorKind::kInternal, e.what()));
       std::vector<SequenceId> ids;
       for (const auto& [id, r] : running_) ids.push_back(id);
       for (const SequenceId id : ids) {
@@ -153,7 +153,7 @@ void Scheduler::admit(Queued queued) {
     return;
   }
   if (std::chrono::steady_clock::now() > job.deadline) {  // timed out while queued: no pass 1 for it
-    handle->push(JobEvent::failed(0, "the request timed out in the queue", 504));
+    handle->push(JobEvent::failed(0, ErrorKind::kTimeout, "the request timed out in the queue"));
     handle->close();
     return;
   }
@@ -183,15 +183,14 @@ void Scheduler::admit(Queued queued) {
       if (request.sampling.seed) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(choice);
       ids.push_back(engine_.add(std::move(request)));
     }
-    // Only now is the job sure to run: an error before this point still gets its own status.
+    // Only now is the job sure to run: an error before this point is reported as its own kind.
     handle->push(JobEvent::dispatched(decision));
     open_choices_[handle.get()] = job.n;
     for (int choice = 0; choice < job.n; ++choice) running_[ids[static_cast<size_t>(choice)]] = {handle, choice, job.deadline};
     running_count_ = static_cast<int64_t>(running_.size());
   } catch (const std::exception& e) {
     for (const SequenceId id : ids) engine_.cancel(id);  // choices added before the failure
-    const int status = dynamic_cast<const NotFound*>(&e) ? 404 : dynamic_cast<const InvalidArgument*>(&e) ? 400 : 500;
-    handle->push(JobEvent::failed(0, e.what(), status));
+    handle->push(JobEvent::failed(0, kind_of(e), e.what()));
     handle->close();
   }
 }
@@ -203,7 +202,7 @@ void Scheduler::drop_cancelled_and_expired() {
     if (r.handle->cancelled()) {
       dropped.push_back(id);
     } else if (now > r.deadline) {
-      r.handle->push(JobEvent::failed(r.choice, "the request timed out", 504));
+      r.handle->push(JobEvent::failed(r.choice, ErrorKind::kTimeout, "the request timed out"));
       dropped.push_back(id);
     }
   }

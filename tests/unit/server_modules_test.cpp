@@ -6,8 +6,8 @@
 #include <gtest/gtest.h>
 
 #include "support.hpp"
+#include "t2/server/auth.hpp"
 #include "t2/server/config.hpp"
-#include "t2/server/http_server.hpp"
 #include "t2/server/metrics.hpp"
 #include "t2/server/openai.hpp"
 #include "t2/tokenizer/chat_template.hpp"

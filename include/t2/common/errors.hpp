@@ -3,6 +3,7 @@
 // cleanly instead of aborting.
 #pragma once
 
+#include <exception>
 #include <stdexcept>
 #include <string>
 
@@ -42,5 +43,24 @@ class Overloaded : public Error {
  public:
   using Error::Error;
 };
+
+// What kind of failure ended an operation, for components that report errors
+// as values rather than exceptions (the scheduler's job events). The server
+// maps each kind to its HTTP status in one place (src/server/api_errors.cpp).
+enum class ErrorKind {
+  kInvalidArgument,  // InvalidArgument
+  kNotFound,         // NotFound
+  kTimeout,          // a deadline passed
+  kOverloaded,       // Overloaded
+  kInternal,         // anything else: a bug, a device failure, a malformed file
+};
+
+// The kind of a caught exception: the typed errors above by their type, the rest kInternal.
+inline ErrorKind kind_of(const std::exception& e) {
+  if (dynamic_cast<const InvalidArgument*>(&e)) return ErrorKind::kInvalidArgument;
+  if (dynamic_cast<const NotFound*>(&e)) return ErrorKind::kNotFound;
+  if (dynamic_cast<const Overloaded*>(&e)) return ErrorKind::kOverloaded;
+  return ErrorKind::kInternal;
+}
 
 }  // namespace t2

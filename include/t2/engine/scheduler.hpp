@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "t2/common/errors.hpp"
 #include "t2/dispatch/dispatcher.hpp"
 #include "t2/engine/engine.hpp"
 #include "t2/svf/adapter_store.hpp"
@@ -31,11 +32,11 @@ struct JobEvent {
   TokenEvent token;               // kToken
   dispatch::Decision decision;    // kDispatch: always the first event
   std::string error;              // kError: the job ended with this message
-  int status = 500;               // kError: the HTTP status it maps to
+  ErrorKind error_kind = ErrorKind::kInternal;  // kError: why, for the server to report (never an HTTP status here)
 
   static JobEvent dispatched(dispatch::Decision decision);
   static JobEvent generated(int choice, TokenEvent token);
-  static JobEvent failed(int choice, std::string message, int status);
+  static JobEvent failed(int choice, ErrorKind kind, std::string message);
 };
 
 // A job's side of the conversation, shared by the HTTP thread and the scheduler.

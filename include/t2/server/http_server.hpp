@@ -5,6 +5,7 @@
 //   GET/POST /v1/experts, GET/DELETE /v1/experts/{name}
 //   POST /v1/adaptations, GET /v1/adaptations/{id}  (few-shot CEM, a background job)
 //   GET /health (503 until the model is loaded), GET /metrics (Prometheus)
+// The handlers live in src/server/routes_*.cpp, one file per area (see src/server/routes.hpp).
 #pragma once
 
 #include <atomic>
@@ -42,6 +43,8 @@ struct ServingContext {
   std::vector<int64_t> eos_token_ids;
 };
 
+class AdaptationJobs;  // t2/server/adaptation_jobs.hpp
+
 class HttpServer {
  public:
   HttpServer(const ServerConfig& config, std::vector<std::string> api_keys);
@@ -62,16 +65,12 @@ class HttpServer {
   void stop();
 
  private:
-  struct Routes;
-  struct Adaptations;  // background CEM jobs, joined on destruction
-  std::unique_ptr<httplib::Server> http_;
-  std::shared_ptr<Adaptations> adaptations_;
+  // The routes refer to these (src/server/routes.hpp), so they are declared before http_ and die after it.
   std::shared_ptr<ServingContext> context_;  // read with std::atomic_load
   std::vector<std::string> api_keys_;
   std::atomic<bool> draining_{false};
+  std::unique_ptr<AdaptationJobs> adaptations_;  // background CEM jobs, joined by stop()
+  std::unique_ptr<httplib::Server> http_;
 };
-
-// Constant-time string comparison, for API keys.
-bool constant_time_equal(const std::string& a, const std::string& b);
 
 }  // namespace t2::server
