@@ -86,7 +86,7 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
     const auto format = c.chat_template == "auto" ? tokenizer::detect_chat_format(c.model_dir)
                                                   : tokenizer::parse_chat_format(c.chat_template);
     http.set_ready(std::make_shared<server::ServingContext>(server::ServingContext{
-        *s.model, tokenizer, *s.store, *s.scheduler, s.metrics, format, c.model_id, fingerprint, c.experts_dir,
+        *s.model, tokenizer, *s.store, *s.scheduler, *s.dispatcher, s.metrics, format, c.model_id, fingerprint, c.experts_dir,
         default_strategy, c.request_timeout_s, generation.eos_token_ids}));
   } catch (...) {
     http.stop();

@@ -239,7 +239,7 @@ struct EvalCommand {
       routing.correct += chosen[i] == examples[i].label ? 1 : 0;
       ++routing.total;
       auto& row = confusion[examples[i].label];
-      row[chosen[i]] = row.value(chosen[i], 0) + 1;
+      row[chosen[i]] = (row.contains(chosen[i]) ? row[chosen[i]].get<int64_t>() : 0) + 1;
     }
     nlohmann::json report = {{"task", t.name},
                              {"split", split},

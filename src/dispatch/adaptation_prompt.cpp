@@ -91,12 +91,14 @@ AdaptationPrompt::Candidates AdaptationPrompt::candidates(const std::string& req
                                                           int64_t prefix_tokens) const {
   if (labels.empty()) throw InvalidArgument("dispatch", "pass 1 has no labels to choose among");
   size_t longest_label = 0;
-  for (const auto& label : labels) longest_label = std::max(longest_label, tokenizer_.encode(label + "}", false).size());
+  for (const auto& label : labels) longest_label = std::max(longest_label, tokenizer_.encode(label, false).size());
   const int64_t suffix = static_cast<int64_t>(tokenizer_.encode(after_prompt_, false).size());
   const std::string context = fit_request(request, context_ - prefix_tokens - suffix - static_cast<int64_t>(longest_label) - 2) + after_prompt_;
 
+  // The label alone, without the template's closing brace: a model that never
+  // saw braces gives "}" a near-random -25 nats that would outweigh the label.
   std::vector<std::vector<int64_t>> sequences;
-  for (const auto& label : labels) sequences.push_back(tokenizer_.encode(context + label + "}", false));
+  for (const auto& label : labels) sequences.push_back(tokenizer_.encode(context + label, false));
   size_t common = sequences[0].size();
   for (const auto& s : sequences) {
     common = std::min(common, s.size() - 1);  // every label keeps at least one token of its own

@@ -8,6 +8,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "t2/common/errors.hpp"
+#include "t2/common/log.hpp"
 
 namespace t2::dispatch {
 namespace {
@@ -66,7 +67,12 @@ Dispatcher::Dispatcher(const model::Transformer& model, tokenizer::Tokenizer tok
              model.placement()),
       prompt_(options_.template_text, tokenizer_, cache_.capacity()) {
   prompt_.prefix(categories());  // fails at startup, not per request, when the targets do not fit
-  classifier();                  // and when the classification expert is ambiguous
+  // A classification expert scores well only under the prompt it was trained with.
+  if (const auto trained = store_.find(classifier()); trained && trained->provenance.contains("dispatch_template") &&
+                                                      trained->provenance["dispatch_template"] != options_.template_text) {
+    log::warn("classification expert '" + trained->name + "' was trained with another dispatch template than the one "
+              "configured; its routing will suffer (train it with the server's --dispatch-template)");
+  }
 }
 
 std::string Dispatcher::classifier() const {

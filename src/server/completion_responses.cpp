@@ -39,7 +39,8 @@ json t2_object(const dispatch::Decision& d) {
   return {{"adaptation", d.adaptation.key()},
           {"strategy", dispatch::to_string(d.strategy)},
           {"label", d.label},
-          {"scores", d.scores},
+          // Which score it is travels with the numbers: labels are compared by it.
+          {"scores", d.scores.empty() ? json::object() : json{{"method", dispatch::to_string(d.scoring)}, {"labels", d.scores}}},
           {"dispatch_ms", d.latency_ms},
           {"dispatch_tokens", d.prompt_tokens},
           {"dispatch_cached_tokens", d.cached_tokens}};

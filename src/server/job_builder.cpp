@@ -37,7 +37,7 @@ void choose_adaptation(const ServingContext& ctx, const GenerationFields& f, eng
     return;
   }
   try {
-    job.strategy = f.dispatch ? dispatch::parse_strategy(*f.dispatch) : ctx.default_strategy;
+    job.strategy = f.dispatch && *f.dispatch != "auto" ? dispatch::parse_strategy(*f.dispatch) : ctx.default_strategy;
   } catch (const InvalidArgument& e) {
     throw ApiError::bad_request("dispatch", e.what());
   }

@@ -1,6 +1,7 @@
 // The experts as the API shows them: GET /v1/models (the base model and every
 // loaded expert, OpenAI's list), GET/POST /v1/experts (list, load from the
 // experts folder) and GET/DELETE /v1/experts/{name} (describe, unload).
+#include <algorithm>
 #include <string>
 
 #include "api_errors.hpp"
@@ -67,9 +68,23 @@ void load_expert(const RouteContext& routes, const httplib::Request& req, httpli
     if (body.contains("force") && !body["force"].is_boolean()) throw ApiError::bad_request("force", "'force' must be a boolean");
     const bool force = body.value("force", false);
     try {
+      // A new dispatch target must still fit pass 1's prompt: refuse it here, not on every later request.
+      if (const auto e = svf::Expert::load(ctx->experts_dir / name); e.dispatch == svf::DispatchRole::kTarget) {
+        auto categories = ctx->dispatcher.categories();
+        if (std::none_of(categories.begin(), categories.end(), [&](const auto& c) { return c.label == name; })) {
+          categories.push_back({name, e.description});
+        }
+        try {
+          ctx->dispatcher.check_fits(categories);
+        } catch (const InvalidArgument& fit) {
+          throw ApiError(400, "invalid_request_error", fit.what(), "name", "dispatch_prompt_too_long");
+        }
+      }
       ctx->store.load_from(ctx->experts_dir, name, force);
     } catch (const NotFound& e) {
       throw to_api_error(ErrorKind::kNotFound, e.what(), "name");
+    } catch (const ApiError&) {
+      throw;
     } catch (const Error& e) {
       // Whatever else is wrong lies in the folder the client named: its request, not the server, is at fault.
       throw ApiError(400, "invalid_request_error", e.what(), "name", "invalid_expert");

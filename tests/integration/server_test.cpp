@@ -41,6 +41,7 @@ struct Fixture {
       t2::svf::Expert e;
       e.name = name;
       e.description = "stories about " + name;
+      e.dispatch = name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget;
       e.base_fingerprint = fingerprint;
       for (const auto& id : t2::svf::target_matrices(config, t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
       e.save(experts / name);
@@ -251,7 +252,8 @@ TEST_F(ServerTest, EachDispatchStrategyReportsItsDecision) {
   for (const char* strategy : {"prompt", "classifier"}) {
     const json r = with({{"dispatch", strategy}});
     EXPECT_EQ(r["t2"]["strategy"], strategy);
-    const json& scores = r["t2"]["scores"];
+    EXPECT_EQ(r["t2"]["scores"]["method"], "mean_logprob");
+    const json& scores = r["t2"]["scores"]["labels"];
     EXPECT_TRUE(scores.contains("dragons") && scores.contains("friends") && scores.contains("others")) << r;
     EXPECT_FALSE(scores.contains("router"));  // the classifier expert is not a label
     std::string best;

@@ -1,6 +1,8 @@
 // Pass 1 on stories260K: the constrained scores are exactly the model's
-// log-likelihood of each label after the adaptation prompt, however the
-// prefix cache and shared tokens are used to compute them.
+// mean log-probability of each label's tokens after the adaptation prompt,
+// however the prefix cache and shared tokens are used to compute them; the
+// categories are the experts marked as dispatch targets; a template that
+// cannot list them fails when the dispatcher is made, not per request.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
@@ -24,28 +26,30 @@ class DispatcherTest : public t2::testing::StoriesTest {
       t2::svf::Expert e;
       e.name = name;
       e.description = "stories with a " + name;
+      e.dispatch = name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget;
       e.base_fingerprint = fingerprint;
       for (const auto& id : t2::svf::target_matrices(model_->config(), t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
       store_->add(e);
     }
   }
 
-  t2::dispatch::Dispatcher dispatcher(bool constrained = true) {
+  t2::dispatch::Dispatcher dispatcher(bool constrained = true, t2::dispatch::LabelScoring scoring = t2::dispatch::LabelScoring::kMean) {
     t2::dispatch::DispatchOptions o;
     o.template_text = "Pick one:\n{experts}\n- others\nStory: {prompt}\nAnswer: \\boxed{";
-    o.classifier_expert = "router";
     o.constrained = constrained;
+    o.scoring = scoring;
     return t2::dispatch::Dispatcher(*model_, *tokenizer_, *store_, o);
   }
 
   // The dispatcher's definition, computed in one cache-free forward per label:
-  // log p(the tokens of context + label + "}" after those all labels share).
+  // the log-probability of the tokens of context + label after those all labels
+  // share, summed or averaged over those tokens.
   std::map<std::string, double> brute_force(const std::string& template_prefix, const std::string& context,
-                                            const std::vector<std::string>& labels) const {
+                                            const std::vector<std::string>& labels, bool mean) const {
     c10::InferenceMode guard;
     const auto prefix = tokenizer_->encode_with_specials("<s>" + template_prefix);
     std::vector<std::vector<int64_t>> sequences;
-    for (const auto& label : labels) sequences.push_back(tokenizer_->encode(context + label + "}", false));
+    for (const auto& label : labels) sequences.push_back(tokenizer_->encode(context + label, false));
     size_t common = sequences[0].size();
     for (const auto& s : sequences) {
       common = std::min(common, s.size() - 1);
@@ -61,7 +65,7 @@ class DispatcherTest : public t2::testing::StoriesTest {
                                                    model_->base_projections())[0].log_softmax(-1);
       double score = 0;
       for (size_t t = prefix.size() + common; t < tokens.size(); ++t) score += logp[static_cast<int64_t>(t - 1)][tokens[t]].item<double>();
-      scores[labels[i]] = score;
+      scores[labels[i]] = mean ? score / static_cast<double>(sequences[i].size() - common) : score;
     }
     return scores;
   }
@@ -73,15 +77,23 @@ class DispatcherTest : public t2::testing::StoriesTest {
 }  // namespace
 
 TEST_F(DispatcherTest, ConstrainedScoresAreTheLabelsLogLikelihood) {
+  for (const bool mean : {true, false}) {
+    auto d = dispatcher(true, mean ? t2::dispatch::LabelScoring::kMean : t2::dispatch::LabelScoring::kSum);
+    const std::string prompt = "The dragon flew over the castle";
+    const auto decision = d.decide(t2::dispatch::Strategy::kPrompt, prompt);
+    EXPECT_EQ(decision.scoring, mean ? t2::dispatch::LabelScoring::kMean : t2::dispatch::LabelScoring::kSum);
+    const auto expected = brute_force(
+        "Pick one:\n- dragon: stories with a dragon\n- princess: stories with a princess\n- others\nStory:",
+        prompt + "\nAnswer: \\boxed{", d.labels(), mean);
+    ASSERT_EQ(decision.scores.size(), 3u);
+    for (const auto& [label, score] : expected) EXPECT_NEAR(decision.scores.at(label), score, 1e-3) << label;
+  }
   auto d = dispatcher();
   EXPECT_EQ(d.labels(), (std::vector<std::string>{"dragon", "princess", "others"}));
+  EXPECT_EQ(d.classifier(), "router");  // the expert marked "classifier", never a label
+  EXPECT_EQ(d.automatic_strategy(), t2::dispatch::Strategy::kClassifier);
   const std::string prompt = "The dragon flew over the castle";
   const auto decision = d.decide(t2::dispatch::Strategy::kPrompt, prompt);
-  const auto expected = brute_force(
-      "Pick one:\n- dragon: stories with a dragon\n- princess: stories with a princess\n- others\nStory:",
-      prompt + "\nAnswer: \\boxed{", d.labels());
-  ASSERT_EQ(decision.scores.size(), 3u);
-  for (const auto& [label, score] : expected) EXPECT_NEAR(decision.scores.at(label), score, 1e-3) << label;
   double best = -1e300;
   for (const auto& [label, score] : decision.scores) best = std::max(best, score);
   EXPECT_EQ(decision.scores.at(decision.label), best);
@@ -104,6 +116,61 @@ TEST_F(DispatcherTest, ClassifierRunsUnderItsExpertAndLabelsFollowTheStore) {
   EXPECT_EQ(d.decide(t2::dispatch::Strategy::kPrompt, "A princess").scores.count("princess"), 0u);
   store_->remove("router");
   EXPECT_THROW(d.decide(t2::dispatch::Strategy::kClassifier, "x"), t2::InvalidArgument);
+  EXPECT_EQ(d.automatic_strategy(), t2::dispatch::Strategy::kPrompt);  // targets, no classifier
+}
+
+TEST_F(DispatcherTest, OnlyMarkedTargetsAreCategories) {
+  auto e = *store_->find("dragon");
+  e.name = "helper";
+  e.dispatch = t2::svf::DispatchRole::kNone;  // e.g. a CEM mixture or an expert used only by name
+  store_->add(e);
+  EXPECT_EQ(dispatcher().labels(), (std::vector<std::string>{"dragon", "princess", "others"}));
+}
+
+TEST_F(DispatcherTest, ATemplateThatCannotListTheTargetsFailsAtStartup) {
+  // 20 targets with long descriptions: the descriptions are dropped first.
+  for (int i = 0; i < 20; ++i) {
+    auto e = *store_->find("dragon");
+    e.name = "expert" + std::to_string(i);
+    e.description = "stories about a brave little dragon who flies over the big green hill every single day";
+    store_->add(e);
+  }
+  t2::dispatch::DispatchOptions o;
+  o.template_text = "Pick one:\n{experts}\nStory: {prompt}\nAnswer: \\boxed{";
+  o.context = 512;
+  const t2::dispatch::Dispatcher shortened(*model_, *tokenizer_, *store_, o);
+  EXPECT_EQ(shortened.labels().size(), 23u);
+  // 120 targets do not fit even by name: the constructor says so, naming the way out.
+  for (int i = 20; i < 120; ++i) {
+    auto e = *store_->find("dragon");
+    e.name = "expert" + std::to_string(i);
+    store_->add(e);
+  }
+  try {
+    t2::dispatch::Dispatcher d(*model_, *tokenizer_, *store_, o);
+    FAIL() << "expected the template to be too long";
+  } catch (const t2::InvalidArgument& e) {
+    EXPECT_EQ(e.param(), "dispatch_template");
+    EXPECT_NE(std::string(e.what()).find("122 dispatch targets"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("without descriptions"), std::string::npos) << e.what();
+  }
+}
+
+TEST(AdaptationPrompt, DescriptionsAreDroppedBeforeTheTemplateFails) {
+  const auto tokenizer = t2::tokenizer::Tokenizer::load(t2::testing::stories_dir());
+  const t2::dispatch::AdaptationPrompt prompt("Categories:\n{experts}\nRequest: {prompt}\nCategory:", tokenizer, 64);
+  const std::vector<t2::dispatch::Category> few = {{"cat", "stories about a cat"}};
+  EXPECT_TRUE(prompt.prefix(few).with_descriptions);
+  EXPECT_EQ(prompt.prefix(few).tokens[0], tokenizer.bos_id());
+  const std::vector<t2::dispatch::Category> more = {{"cat", "stories about a cat that sleeps all day long"},
+                                                    {"dog", "stories about a dog that runs in the park"}};
+  const auto shortened = prompt.prefix(more);
+  EXPECT_FALSE(shortened.with_descriptions);
+  EXPECT_EQ(shortened.text, "Categories:\n- cat\n- dog\nRequest:");
+  const auto c = prompt.candidates("a story about a dog", {"cat", "dog", "others"}, static_cast<int64_t>(shortened.tokens.size()));
+  ASSERT_EQ(c.label_tokens.size(), 3u);
+  for (const auto& own : c.label_tokens) EXPECT_FALSE(own.empty());
+  EXPECT_THROW(t2::dispatch::AdaptationPrompt("no placeholder", tokenizer, 64), t2::InvalidArgument);
 }
 
 TEST_F(DispatcherTest, FreeTextAnswersFallBackToOthers) {

@@ -51,7 +51,7 @@ class AdaptationPrompt {
   Prefix prefix(const std::vector<Category>& categories) const;
 
   // The tokens after a prefix: `shared` (the request and the template's end,
-  // common to every label) and each label's own tokens ("label}"), tokenised
+  // common to every label) and each label's own tokens (without "}"), tokenised
   // together so the boundary is what the model sees. A request too long for
   // the context is cut to fit.
   struct Candidates {

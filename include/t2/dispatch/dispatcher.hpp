@@ -73,6 +73,10 @@ class Dispatcher {
   // The classification expert: the one named in the options, else the loaded
   // expert marked "classifier"; empty when there is none.
   std::string classifier() const;
+  // Throws InvalidArgument("dispatch_template", ...) when the template cannot
+  // list `categories` within pass 1's context. These four const methods read
+  // only the store and the options, so HTTP threads may call them.
+  void check_fits(const std::vector<Category>& categories) const { prompt_.prefix(categories); }
   // The strategy a server runs when none is configured: classifier when a
   // classification expert is loaded, prompt when there are targets, else none.
   Strategy automatic_strategy() const;

@@ -33,6 +33,7 @@ struct ServingContext {
   tokenizer::Tokenizer tokenizer;
   svf::AdapterStore& store;
   engine::Scheduler& scheduler;
+  const dispatch::Dispatcher& dispatcher;  // its const queries only; the scheduler thread runs pass 1
   Metrics& metrics;
   tokenizer::ChatFormat chat_format;
   std::string model_id;
