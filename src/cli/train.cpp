@@ -162,6 +162,37 @@ nlohmann::json accuracy_json(const train::Accuracy& a) {
   return {{"accuracy", a.value()}, {"correct", a.correct}, {"total", a.total}, {"ci95", {lo, hi}}};
 }
 
+// Task accuracy over all records and per "label", and routing accuracy when
+// pass 1 chose (`chosen`, one label per record).
+nlohmann::json eval_report(const train::Task& t, const std::vector<train::Example>& examples,
+                           const std::vector<train::Completion>& completions, const std::vector<std::string>* chosen) {
+  train::Accuracy task_accuracy, routing;
+  std::map<std::string, train::Accuracy> by_label;
+  nlohmann::json confusion = nlohmann::json::object();
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const bool solved = train::is_correct(t.reward, completions[i].text, examples[i].answer);
+    task_accuracy.correct += solved ? 1 : 0;
+    ++task_accuracy.total;
+    const std::string& want = examples[i].label;
+    if (want.empty()) continue;
+    by_label[want].correct += solved ? 1 : 0;
+    ++by_label[want].total;
+    if (chosen == nullptr) continue;
+    const std::string& got = (*chosen)[i];
+    routing.correct += got == want ? 1 : 0;
+    ++routing.total;
+    confusion[want][got] = (confusion[want].contains(got) ? confusion[want][got].get<int64_t>() : 0) + 1;
+  }
+  nlohmann::json report = {{"task", t.name}};
+  report.update(accuracy_json(task_accuracy));
+  for (const auto& [label, a] : by_label) report["by_label"][label] = accuracy_json(a);
+  if (routing.total > 0) {
+    report["routing"] = accuracy_json(routing);
+    report["routing"]["confusion"] = confusion;
+  }
+  return report;
+}
+
 struct EvalCommand {
   std::string model_dir;
   std::string split = "test";
@@ -182,11 +213,14 @@ struct EvalCommand {
     const model::Transformer m = model::Transformer::load(dir, placement.placement());
     const auto tok = tokenizer::Tokenizer::load(dir);
     const auto weights = adapted_weights(m, dir, svf, adaptation);
-    const auto e = train::evaluate_with_perplexity(m, tok, weights, examples, t.reward,
-                                                   {task.max_tokens, model::GenerationConfig::from_model_dir(dir).eos_token_ids});
-    nlohmann::json report = {{"task", t.name}, {"split", split}, {"adaptation", adaptation.adaptation().key()},
-                             {"perplexity", e.perplexity}};
-    report.update(accuracy_json(e.accuracy));
+    std::vector<std::string> prompts;
+    for (const auto& e : examples) prompts.push_back(e.prompt);
+    const auto completions = train::complete(m, tok, weights, prompts,
+                                             {task.max_tokens, model::GenerationConfig::from_model_dir(dir).eos_token_ids});
+    nlohmann::json report = eval_report(t, examples, completions, nullptr);
+    report["split"] = split;
+    report["adaptation"] = adaptation.adaptation().key();
+    report["perplexity"] = train::base_perplexity(m, completions);
     std::cout << report.dump() << std::endl;
   }
 
@@ -230,27 +264,11 @@ struct EvalCommand {
       const auto out = train::complete(*l.model, *l.tokenizer, weights, prompts, {task.max_tokens, l.eos});
       for (size_t k = 0; k < members.size(); ++k) completions[members[k]] = out[k];
     }
-    train::Accuracy task_accuracy, routing;
-    nlohmann::json confusion = nlohmann::json::object();
-    for (size_t i = 0; i < examples.size(); ++i) {
-      task_accuracy.correct += train::is_correct(t.reward, completions[i].text, examples[i].answer) ? 1 : 0;
-      ++task_accuracy.total;
-      if (examples[i].label.empty()) continue;
-      routing.correct += chosen[i] == examples[i].label ? 1 : 0;
-      ++routing.total;
-      auto& row = confusion[examples[i].label];
-      row[chosen[i]] = (row.contains(chosen[i]) ? row[chosen[i]].get<int64_t>() : 0) + 1;
-    }
-    nlohmann::json report = {{"task", t.name},
-                             {"split", split},
-                             {"dispatch", strategy},
-                             {"perplexity", train::base_perplexity(*l.model, completions)},
-                             {"dispatch_ms_mean", strategy == "oracle" ? 0.0 : dispatch_ms / static_cast<double>(examples.size())}};
-    report.update(accuracy_json(task_accuracy));
-    if (routing.total > 0) {
-      report["routing"] = accuracy_json(routing);
-      report["routing"]["confusion"] = confusion;
-    }
+    nlohmann::json report = eval_report(t, examples, completions, &chosen);
+    report["split"] = split;
+    report["dispatch"] = strategy;
+    report["perplexity"] = train::base_perplexity(*l.model, completions);
+    report["dispatch_ms_mean"] = strategy == "oracle" ? 0.0 : dispatch_ms / static_cast<double>(examples.size());
     std::cout << report.dump() << std::endl;
   }
 };

@@ -75,10 +75,10 @@ Dispatcher::Dispatcher(const model::Transformer& model, tokenizer::Tokenizer tok
   }
 }
 
-std::string Dispatcher::classifier() const {
+std::string Dispatcher::classifier_among(const std::vector<svf::Expert>& experts) const {
   if (!options_.classifier_expert.empty()) return options_.classifier_expert;
   std::vector<std::string> marked;
-  for (const auto& e : store_.experts()) {
+  for (const auto& e : experts) {
     if (e.dispatch == svf::DispatchRole::kClassifier) marked.push_back(e.name);
   }
   if (marked.size() > 1) {
@@ -88,20 +88,25 @@ std::string Dispatcher::classifier() const {
   return marked.empty() ? "" : marked[0];
 }
 
-std::vector<Category> Dispatcher::categories() const {
-  const std::string classifier_name = classifier();
+std::vector<Category> Dispatcher::categories_among(const std::vector<svf::Expert>& experts) const {
+  const std::string classifier_name = classifier_among(experts);
   std::vector<Category> categories;
-  for (const auto& e : store_.experts()) {
+  for (const auto& e : experts) {
     if (e.dispatch == svf::DispatchRole::kTarget && e.name != classifier_name) categories.push_back({e.name, e.description});
   }
   return categories;
 }
 
+std::string Dispatcher::classifier() const { return classifier_among(store_.experts()); }
+
+std::vector<Category> Dispatcher::categories() const { return categories_among(store_.experts()); }
+
 std::vector<std::string> Dispatcher::labels() const { return labels_of(categories()); }
 
 Strategy Dispatcher::automatic_strategy() const {
-  if (!classifier().empty()) return Strategy::kClassifier;
-  return categories().empty() ? Strategy::kNone : Strategy::kPrompt;
+  const auto experts = store_.experts();
+  if (!classifier_among(experts).empty()) return Strategy::kClassifier;
+  return categories_among(experts).empty() ? Strategy::kNone : Strategy::kPrompt;
 }
 
 const Dispatcher::CachedPrefix& Dispatcher::prefix(const std::string& weights_key, const model::ProjectionSet& weights,
@@ -132,10 +137,11 @@ Decision Dispatcher::decide(Strategy strategy, const std::string& prompt) {
   if (strategy != Strategy::kPrompt && strategy != Strategy::kClassifier) {
     throw InvalidArgument("dispatch", std::string("pass 1 does not run for strategy ") + to_string(strategy));
   }
+  const auto experts = store_.experts();  // one snapshot for the whole decision
   std::shared_ptr<const model::ProjectionSet> adapted;
   std::string weights_key = "base";
   if (strategy == Strategy::kClassifier) {
-    const std::string name = classifier();
+    const std::string name = classifier_among(experts);
     if (name.empty() || !store_.find(name)) {
       throw InvalidArgument("dispatch", name.empty() ? "the classifier strategy needs a classification expert: load one marked "
                                                        "\"dispatch\": \"classifier\" or name it with --classifier-expert"
@@ -145,7 +151,7 @@ Decision Dispatcher::decide(Strategy strategy, const std::string& prompt) {
     weights_key = name;
   }
   const model::ProjectionSet& weights = adapted ? *adapted : model_.base_projections();
-  const std::vector<Category> categories = this->categories();
+  const std::vector<Category> categories = categories_among(experts);
   const std::vector<std::string> labels = labels_of(categories);
   const CachedPrefix& p = prefix(weights_key, weights, categories);
   d.cached_tokens = static_cast<int64_t>(p.prompt.tokens.size());

@@ -287,7 +287,9 @@ TrainResult train_svf(const model::Transformer& model, const tokenizer::Tokenize
     if ((iter + 1) % o.eval_every == 0 || iter + 1 == o.iters) {
       const double score = objective.validate(policy.compose_detached());
       line["validation"] = score;
-      if (score > result.best_validation) {
+      // A tie with an earlier improvement goes to the later checkpoint, which
+      // trained longer; a tie with the starting point is no improvement.
+      if (score > result.best_validation || (score == result.best_validation && result.best_iter > 0)) {
         result.best_validation = score;
         result.best_iter = iter + 1;
         best_z = policy.z();

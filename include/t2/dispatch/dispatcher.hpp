@@ -57,8 +57,10 @@ std::string load_template(const std::filesystem::path& path);
 
 class Dispatcher {
  public:
-  // Model, tokenizer and store must outlive the dispatcher. Not thread-safe:
-  // the scheduler calls it from its own thread. Throws InvalidArgument when
+  // Model, tokenizer and store must outlive the dispatcher. decide() is not
+  // thread-safe: the scheduler calls it from its own thread; the const
+  // queries below read only the store (itself thread-safe) and the options,
+  // so HTTP threads may call them. Throws InvalidArgument when
   // the loaded targets do not fit the template (see AdaptationPrompt::prefix)
   // or several classification experts are loaded and none is named.
   Dispatcher(const model::Transformer& model, tokenizer::Tokenizer tokenizer, svf::AdapterStore& store,
@@ -74,14 +76,16 @@ class Dispatcher {
   // expert marked "classifier"; empty when there is none.
   std::string classifier() const;
   // Throws InvalidArgument("dispatch_template", ...) when the template cannot
-  // list `categories` within pass 1's context. These four const methods read
-  // only the store and the options, so HTTP threads may call them.
+  // list `categories` within pass 1's context.
   void check_fits(const std::vector<Category>& categories) const { prompt_.prefix(categories); }
   // The strategy a server runs when none is configured: classifier when a
   // classification expert is loaded, prompt when there are targets, else none.
   Strategy automatic_strategy() const;
 
  private:
+  std::string classifier_among(const std::vector<svf::Expert>& experts) const;
+  std::vector<Category> categories_among(const std::vector<svf::Expert>& experts) const;
+
   struct CachedPrefix {
     AdaptationPrompt::Prefix prompt;
     int64_t slot = -1;
