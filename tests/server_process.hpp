@@ -12,7 +12,9 @@ namespace t2::testing {
 
 class ServerProcess {
  public:
-  // Extra `t2 serve` arguments; --host 127.0.0.1 --port 0 are added.
+  // Extra `t2 serve` arguments; --host 127.0.0.1 --port 0 are added. Throws
+  // std::runtime_error with the exit status and the output when the server
+  // exits (or is not ready within 60 s) before printing "t2 ready".
   explicit ServerProcess(const std::vector<std::string>& args);
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;

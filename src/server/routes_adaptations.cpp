@@ -3,6 +3,7 @@
 // themselves belong to AdaptationJobs.
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "responses.hpp"
 #include "routes.hpp"
@@ -37,7 +38,11 @@ train::AdaptRequest parse_adapt_request(const ServingContext& ctx, const json& b
     if (!e.is_object() || !e.contains("prompt") || !e["prompt"].is_string() || !e.contains("answer") || !e["answer"].is_string()) {
       throw ApiError::bad_request("examples", "each example needs string 'prompt' and 'answer'");
     }
-    r.examples.push_back({e["prompt"].get<std::string>(), e["answer"].get<std::string>(), train::Split::kTrain, 0});
+    train::Example example;  // by field: a positional initialiser breaks silently when Example gains a member
+    example.prompt = e["prompt"].get<std::string>();
+    example.answer = e["answer"].get<std::string>();
+    example.split = train::Split::kTrain;
+    r.examples.push_back(std::move(example));
   }
   try {
     r.reward = train::parse_reward(body.value("reward", std::string("contains")));

@@ -1,10 +1,14 @@
 // The t2 binary as a user runs it.
 #include <array>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+
+#include <nlohmann/json.hpp>
 
 #include "support.hpp"
 #include "t2/svf/expert.hpp"
@@ -27,6 +31,29 @@ CommandResult run(const std::string& args) {
   while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
   const int status = pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+// stdout alone (what a script parses), with stderr (the logs) kept apart.
+struct SplitResult {
+  int status;
+  std::string out;
+  std::string err;
+};
+
+SplitResult run_split(const std::string& args) {
+  const auto err_file = t2::testing::fresh_dir("stderr") / "stderr.txt";
+  const std::string command = t2::testing::t2_binary().string() + " " + args + " 2>" + err_file.string();
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, "", ""};
+  std::string out;
+  std::array<char, 4096> buffer{};
+  size_t n = 0;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  std::ifstream in(err_file);
+  std::stringstream err;
+  err << in.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, err.str()};
 }
 
 // The story `t2 generate` printed, without its [t2] status lines.
@@ -124,4 +151,73 @@ TEST(Cli, SvdExpertsAndGenerateWithAnExpert) {
   const CommandResult missing = run(generate + " --expert nobody");
   EXPECT_EQ(missing.status, 1);
   EXPECT_NE(missing.output.find("nobody"), std::string::npos) << missing.output;
+}
+
+namespace {
+
+// Two dispatch targets in a fresh experts folder, and a task whose records name their expert.
+struct DispatchEvalSetup {
+  std::filesystem::path model = t2::testing::stories_dir();
+  std::filesystem::path experts, cache, task;
+
+  DispatchEvalSetup() {
+    experts = t2::testing::fresh_dir("experts");
+    cache = t2::testing::fresh_dir("cache");
+    task = t2::testing::fresh_dir("task") / "routed.jsonl";
+    const auto config = t2::model::ModelConfig::from_file(model / "config.json");
+    for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"calm", 1}, {"wild", 2}}) {
+      at::manual_seed(seed);
+      t2::svf::Expert e;
+      e.name = name;
+      e.description = name + " stories";
+      e.dispatch = t2::svf::DispatchRole::kTarget;
+      e.base_fingerprint = t2::model::checkpoint_fingerprint(model);
+      for (const auto& id : t2::svf::target_matrices(config, t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
+      e.save(experts / name);
+    }
+    std::ofstream f(task);
+    const std::vector<std::pair<std::string, std::string>> records = {
+        {"Once upon a time", "calm"}, {"Tom had a big dog", "wild"}, {"The sun was", "others"}, {"Lily", "calm"}};
+    for (const auto& [prompt, label] : records) {
+      f << nlohmann::json{{"prompt", prompt}, {"answer", "dog"}, {"label", label}, {"split", "test"}}.dump() << "\n";
+    }
+  }
+  std::string args(const std::string& strategy) const {
+    return "eval --model " + model.string() + " --task " + task.string() + " --max-tokens 8 --device cpu --experts-dir " +
+           experts.string() + " --cache-dir " + cache.string() + " --dispatch-template " + T2_SOURCE_DIR +
+           "/configs/dispatch/prompt.txt --dispatch " + strategy;
+  }
+};
+
+}  // namespace
+
+TEST(Cli, EvalWithOracleDispatchRoutesEveryRecordToItsLabel) {
+  T2_REQUIRE_PATH(t2::testing::stories_dir());
+  const DispatchEvalSetup setup;
+  const SplitResult r = run_split(setup.args("oracle"));
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  // stdout is the report alone; the logs went to stderr.
+  const nlohmann::json report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["dispatch"], "oracle");
+  EXPECT_EQ(report["split"], "test");
+  EXPECT_EQ(report["total"], 4);
+  ASSERT_TRUE(report.contains("routing")) << report;
+  EXPECT_EQ(report["routing"]["accuracy"], 1.0);
+  EXPECT_EQ(report["routing"]["correct"], 4);
+  EXPECT_EQ(report["routing"]["total"], 4);
+  EXPECT_EQ(report["routing"]["ci95"].size(), 2u);
+  EXPECT_EQ(report["routing"]["confusion"]["calm"]["calm"], 2);
+  EXPECT_EQ(report["routing"]["confusion"]["wild"]["wild"], 1);
+  EXPECT_EQ(report["routing"]["confusion"]["others"]["others"], 1);
+  EXPECT_GE(report["perplexity"].get<double>(), 1.0);
+  EXPECT_EQ(report["dispatch_ms_mean"], 0.0);
+}
+
+TEST(Cli, EvalWithAnUnknownDispatchStrategyExitsWithAMessage) {
+  T2_REQUIRE_PATH(t2::testing::stories_dir());
+  const DispatchEvalSetup setup;
+  const CommandResult r = run(setup.args("bogus"));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--dispatch"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("prompt, classifier or oracle"), std::string::npos) << r.output;
 }

@@ -12,6 +12,8 @@
 
 #include "server_process.hpp"
 #include "support.hpp"
+#include "t2/dispatch/adaptation_prompt.hpp"
+#include "t2/dispatch/dispatcher.hpp"
 #include "t2/model/weights.hpp"
 #include "t2/svf/expert.hpp"
 #include "t2/svf/targets.hpp"
@@ -22,6 +24,25 @@ using t2::testing::ServerProcess;
 namespace {
 
 const std::string kStoryStart = ", there was a little girl named Lily";
+
+// An SVF expert of stories260K with random z on one matrix (enough to load).
+void write_expert(const std::filesystem::path& experts, const std::string& name, t2::svf::DispatchRole role,
+                  const std::string& description, uint64_t seed) {
+  static const std::string fingerprint = t2::model::checkpoint_fingerprint(t2::testing::stories_dir());
+  at::manual_seed(seed);
+  t2::svf::Expert e;
+  e.name = name;
+  e.description = description;
+  e.dispatch = role;
+  e.base_fingerprint = fingerprint;
+  e.z.emplace("model.layers.0.mlp.up_proj.weight", at::rand({64}) + 0.5);
+  e.save(experts / name);
+}
+
+const std::string& dispatch_template_path() {
+  static const std::string path = std::string(T2_SOURCE_DIR) + "/configs/dispatch/prompt.txt";
+  return path;
+}
 
 // Folders shared by the servers of this file: experts with random z and an SVD cache.
 struct Fixture {
@@ -49,8 +70,7 @@ struct Fixture {
   }
   std::vector<std::string> args(std::vector<std::string> extra = {}) const {
     std::vector<std::string> a = {"--model", model.string(), "--experts-dir", experts.string(), "--cache-dir", cache.string(),
-                                  "--dispatch-template", std::string(T2_SOURCE_DIR) + "/configs/dispatch/prompt.txt",
-                                  "--classifier-expert", "router"};
+                                  "--dispatch-template", dispatch_template_path()};
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   }
@@ -142,7 +162,10 @@ TEST_F(ServerTest, HealthAndModels) {
 }
 
 TEST_F(ServerTest, CompletionFollowsTheSchema) {
-  const json r = post("/v1/completions", {{"model", "stories260K"}, {"prompt", "Once upon a time"}, {"max_tokens", 12}, {"temperature", 0}});
+  // The fixture's server routes unnamed requests through its classifier (auto);
+  // "dispatch": "none" asks for the base model itself.
+  const json r = post("/v1/completions", {{"model", "stories260K"}, {"prompt", "Once upon a time"}, {"max_tokens", 12}, {"temperature", 0},
+                                          {"dispatch", "none"}});
   EXPECT_EQ(r["object"], "text_completion");
   EXPECT_EQ(r["id"].get<std::string>().rfind("cmpl-", 0), 0u);
   EXPECT_TRUE(r["created"].is_number_integer());
@@ -158,12 +181,13 @@ TEST_F(ServerTest, CompletionFollowsTheSchema) {
   EXPECT_EQ(r["t2"]["strategy"], "none");
   EXPECT_EQ(r["t2"]["adaptation"], "base");
 
-  const json stopped = post("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 50}, {"temperature", 0}, {"stop", "Lily"}});
+  const json stopped = post("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 50}, {"temperature", 0}, {"stop", "Lily"},
+                                                {"dispatch", "none"}});
   EXPECT_EQ(stopped["choices"][0]["text"], ", there was a little girl named ");
   EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
 
   const json echoed = post("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 3}, {"temperature", 0}, {"echo", true},
-                                               {"logprobs", 2}});
+                                               {"logprobs", 2}, {"dispatch", "none"}});
   EXPECT_EQ(echoed["choices"][0]["text"].get<std::string>().rfind("Once upon a time, there", 0), 0u) << echoed;
   const json& lp = echoed["choices"][0]["logprobs"];
   EXPECT_EQ(lp["tokens"].size(), 3u);
@@ -244,7 +268,7 @@ TEST_F(ServerTest, EachDispatchStrategyReportsItsDecision) {
   const json by_model = with({{"model", "dragons"}});
   EXPECT_EQ(by_model["t2"]["adaptation"], "dragons");
   EXPECT_EQ(by_model["choices"][0]["text"], by_field["choices"][0]["text"]);
-  EXPECT_NE(by_field["choices"][0]["text"], with(json::object())["choices"][0]["text"]);  // the expert changes the output
+  EXPECT_NE(by_field["choices"][0]["text"], with({{"dispatch", "none"}})["choices"][0]["text"]);  // the expert changes the output
 
   const json mixed = with({{"mixture", {{"dragons", 0.5}, {"friends", 0.5}}}});
   EXPECT_EQ(mixed["t2"]["adaptation"], "dragons=0.5,friends=0.5");
@@ -447,4 +471,99 @@ TEST_F(ServerTest, FewShotAdaptationRunsInTheBackgroundAndAddsAnExpert) {
   expect_error(post("/v1/adaptations", {{"name", "../x"}, {"experts", {"dragons"}}, {"examples", examples}}, 400), "name");
   expect_error(post("/v1/adaptations", {{"name", "y"}, {"experts", {"dragons"}}, {"examples", json::array()}}, 400), "examples");
   expect_error(post("/v1/adaptations", {{"name", "pets"}, {"experts", {"dragons"}}, {"examples", examples}}, 409), "name");
+}
+
+TEST_F(ServerTest, ADefaultRequestRunsTheClassifierMarkedInExpertJson) {
+  // No --dispatch and no --classifier-expert: auto picks the classifier strategy
+  // because "router" is marked "dispatch": "classifier".
+  const json r = post("/v1/completions", {{"prompt", "The dragon flew over the castle"}, {"max_tokens", 4}, {"temperature", 0}});
+  EXPECT_EQ(r["t2"]["strategy"], "classifier") << r;
+  EXPECT_EQ(r["t2"]["scores"]["method"], "mean_logprob");
+  const json& labels = r["t2"]["scores"]["labels"];
+  EXPECT_EQ(labels.size(), 3u) << r;
+  for (const char* label : {"dragons", "friends", "others"}) EXPECT_TRUE(labels.contains(label)) << label << " in " << r;
+  EXPECT_EQ(r["t2"]["adaptation"], r["t2"]["label"] == "others" ? "base" : r["t2"]["label"].get<std::string>());
+  // "dispatch": "auto" is the same as sending nothing; naming the base model does not turn pass 1 off.
+  const json by_auto = post("/v1/completions", {{"prompt", "The dragon flew over the castle"}, {"max_tokens", 4}, {"temperature", 0},
+                                                {"dispatch", "auto"}, {"model", "stories260K"}});
+  EXPECT_EQ(by_auto["t2"]["strategy"], "classifier");
+  EXPECT_EQ(by_auto["t2"]["scores"], r["t2"]["scores"]);
+  EXPECT_EQ(by_auto["choices"][0]["text"], r["choices"][0]["text"]);
+  // Without pass 1 the scores are an empty object.
+  const json none = post("/v1/completions", {{"prompt", "Once"}, {"max_tokens", 2}, {"dispatch", "none"}});
+  EXPECT_EQ(none["t2"]["strategy"], "none");
+  EXPECT_TRUE(none["t2"]["scores"].is_object() && none["t2"]["scores"].empty()) << none;
+}
+
+TEST(ServerDispatchBudget, TooManyTargetsForTheDispatchContextFailStartup) {
+  T2_REQUIRE_PATH(t2::testing::stories_dir());
+  const auto root = t2::testing::fresh_dir("crowded");
+  for (int i = 0; i < 120; ++i) {
+    write_expert(root / "experts", "target" + std::to_string(i), t2::svf::DispatchRole::kTarget, "stories", static_cast<uint64_t>(i));
+  }
+  try {
+    ServerProcess server({"--model", t2::testing::stories_dir().string(), "--experts-dir", (root / "experts").string(), "--cache-dir",
+                          (root / "cache").string(), "--dispatch-template", dispatch_template_path(), "--dispatch-context", "64"});
+    ADD_FAILURE() << "the server started:\n" << server.output();
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("server exited (exit status 2)"), std::string::npos) << what;  // an invalid setting, not a crash
+    EXPECT_NE(what.find("120 dispatch targets"), std::string::npos) << what;
+    EXPECT_NE(what.find("--dispatch_template"), std::string::npos) << what;
+    EXPECT_NE(what.find("pass 1's context of 64"), std::string::npos) << what;
+    EXPECT_EQ(what.find("t2 ready"), std::string::npos) << what;
+  }
+}
+
+TEST(ServerDispatchBudget, LoadingATargetThePromptCannotListIsRefused) {
+  T2_REQUIRE_PATH(t2::testing::stories_dir());
+  const auto root = t2::testing::fresh_dir("tight");
+  const auto experts = root / "experts";
+  const std::string description = "stories about a brave little animal who runs over the big green hill every single day";
+  const std::vector<std::string> names = {"cats", "dogs", "birds"};
+  for (size_t i = 0; i < names.size(); ++i) write_expert(experts, names[i], t2::svf::DispatchRole::kTarget, description, i);
+
+  // A context whose half is exactly the template listing the three by name:
+  // their descriptions are dropped, and a fourth name does not fit.
+  const auto tokenizer = t2::tokenizer::Tokenizer::load(t2::testing::stories_dir());
+  const std::string template_text = t2::dispatch::load_template(dispatch_template_path());
+  const t2::dispatch::AdaptationPrompt roomy(template_text, tokenizer, 4096);
+  const auto tokens = [&](const std::vector<std::string>& labels, const std::string& with) {
+    std::vector<t2::dispatch::Category> categories;
+    for (const auto& l : labels) categories.push_back({l, with});
+    return static_cast<int64_t>(roomy.prefix(categories).tokens.size());
+  };
+  const int64_t named = tokens(names, "");
+  ASSERT_GT(tokens(names, description), named);
+  ASSERT_GT(tokens({"cats", "dogs", "birds", "fish"}, ""), named);
+  ServerProcess server({"--model", t2::testing::stories_dir().string(), "--experts-dir", experts.string(), "--cache-dir",
+                        (root / "cache").string(), "--dispatch-template", dispatch_template_path(), "--dispatch-context",
+                        std::to_string(2 * named)});
+  EXPECT_NE(server.output().find("dispatch prompt (auto)"), std::string::npos) << server.output();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+
+  // The server routes among the three it could list.
+  auto routed = c.Post("/v1/completions", json{{"prompt", "A cat"}, {"max_tokens", 2}}.dump(), "application/json");
+  ASSERT_TRUE(routed);
+  ASSERT_EQ(routed->status, 200) << routed->body;
+  EXPECT_EQ(json::parse(routed->body)["t2"]["scores"]["labels"].size(), 4u) << routed->body;
+
+  write_expert(experts, "fish", t2::svf::DispatchRole::kTarget, description, 7);
+  auto refused = c.Post("/v1/experts", json{{"name", "fish"}}.dump(), "application/json");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 400) << refused->body;
+  const json error = json::parse(refused->body);
+  expect_error(error, "name");
+  EXPECT_EQ(error["error"]["code"], "dispatch_prompt_too_long") << error;
+  EXPECT_NE(error["error"]["message"].get<std::string>().find("4 dispatch targets"), std::string::npos) << error;
+  auto listed = c.Get("/v1/experts");
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(json::parse(listed->body)["data"].size(), 3u);  // not loaded
+
+  // The same folder as an expert used only by name loads: only targets must fit the prompt.
+  write_expert(experts, "fish", t2::svf::DispatchRole::kNone, description, 7);
+  auto loaded = c.Post("/v1/experts", json{{"name", "fish"}}.dump(), "application/json");
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->status, 201) << loaded->body;
 }

@@ -4,6 +4,7 @@
 #include "support.hpp"
 #include "t2/common/errors.hpp"
 #include "t2/model/config.hpp"
+#include "t2/server/config.hpp"
 
 using t2::model::ModelConfig;
 using t2::model::RopeScaling;
@@ -108,4 +109,39 @@ TEST(GenerationConfig, EosMayBeAList) {
   EXPECT_EQ(g.bos_token_id, 128000);
   EXPECT_EQ(g.eos_token_ids, (std::vector<int64_t>{128001, 128009}));
   EXPECT_EQ(t2::model::GenerationConfig::from_json({{"eos_token_id", 2}}).eos_token_ids, std::vector<int64_t>{2});
+}
+
+TEST(ServerConfigValidate, DispatchAndLabelScoringValues) {
+  t2::server::ServerConfig c;
+  c.model_dir = "m";
+  EXPECT_EQ(c.dispatch, "auto");  // the default: classifier, prompt or none by what is loaded
+  EXPECT_EQ(c.label_scoring, "mean");
+  EXPECT_NO_THROW(c.validate());
+  for (const char* strategy : {"auto", "explicit", "prompt", "classifier", "none"}) {
+    c.dispatch = strategy;
+    EXPECT_NO_THROW(c.validate()) << strategy;
+  }
+  const auto rejects = [](const t2::server::ServerConfig& config, const std::string& param, const std::string& fragment) {
+    try {
+      config.validate();
+      ADD_FAILURE() << "accepted: " << fragment;
+    } catch (const t2::InvalidArgument& e) {
+      EXPECT_EQ(e.param(), param);
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  c.dispatch = "astrology";
+  rejects(c, "dispatch", "'astrology'");
+  c.dispatch = "Auto";
+  rejects(c, "dispatch", "'Auto'");
+  c.dispatch = "auto";
+  for (const char* scoring : {"mean", "sum"}) {
+    c.label_scoring = scoring;
+    EXPECT_NO_THROW(c.validate()) << scoring;
+  }
+  c.label_scoring = "max";
+  rejects(c, "label_scoring", "'max'");
+  c.label_scoring = "mean";
+  c.dispatch_context = 8;
+  rejects(c, "dispatch_context", "at least 16");
 }

@@ -158,7 +158,9 @@ TEST_F(DispatcherTest, ATemplateThatCannotListTheTargetsFailsAtStartup) {
 
 TEST(AdaptationPrompt, DescriptionsAreDroppedBeforeTheTemplateFails) {
   const auto tokenizer = t2::tokenizer::Tokenizer::load(t2::testing::stories_dir());
-  const t2::dispatch::AdaptationPrompt prompt("Categories:\n{experts}\nRequest: {prompt}\nCategory:", tokenizer, 64);
+  // A context of 80 leaves the fixed part 40 tokens: one described category
+  // takes 33, two take 69 with their descriptions and 26 without.
+  const t2::dispatch::AdaptationPrompt prompt("Categories:\n{experts}\nRequest: {prompt}\nCategory:", tokenizer, 80);
   const std::vector<t2::dispatch::Category> few = {{"cat", "stories about a cat"}};
   EXPECT_TRUE(prompt.prefix(few).with_descriptions);
   EXPECT_EQ(prompt.prefix(few).tokens[0], tokenizer.bos_id());
@@ -170,6 +172,16 @@ TEST(AdaptationPrompt, DescriptionsAreDroppedBeforeTheTemplateFails) {
   const auto c = prompt.candidates("a story about a dog", {"cat", "dog", "others"}, static_cast<int64_t>(shortened.tokens.size()));
   ASSERT_EQ(c.label_tokens.size(), 3u);
   for (const auto& own : c.label_tokens) EXPECT_FALSE(own.empty());
+  // Twelve names do not fit even without descriptions.
+  std::vector<t2::dispatch::Category> crowd;
+  for (int i = 0; i < 12; ++i) crowd.push_back({"cat" + std::to_string(i), ""});
+  try {
+    prompt.prefix(crowd);
+    ADD_FAILURE() << "twelve categories fitted in 40 tokens";
+  } catch (const t2::InvalidArgument& e) {
+    EXPECT_EQ(e.param(), "dispatch_template");
+    EXPECT_NE(std::string(e.what()).find("12 dispatch targets"), std::string::npos) << e.what();
+  }
   EXPECT_THROW(t2::dispatch::AdaptationPrompt("no placeholder", tokenizer, 64), t2::InvalidArgument);
 }
 

@@ -161,6 +161,51 @@ TEST_F(SvfStories, ExpertFolderRoundTrips) {
   EXPECT_EQ(load_error(experts_dir_ / "story"), "");
 }
 
+TEST_F(SvfStories, DispatchRoleAndLabelsRoundTrip) {
+  Expert target = random_expert("dragons", 1);
+  target.dispatch = t2::svf::DispatchRole::kTarget;
+  target.save(experts_dir_ / "dragons");
+  Expert classifier = random_expert("router", 2);
+  classifier.dispatch = t2::svf::DispatchRole::kClassifier;
+  classifier.dispatch_labels = {"dragons", "friends", "others"};
+  classifier.save(experts_dir_ / "router");
+  const Expert plain = random_expert("plain", 3);
+  plain.save(experts_dir_ / "plain");
+
+  EXPECT_EQ(Expert::load(experts_dir_ / "dragons").dispatch, t2::svf::DispatchRole::kTarget);
+  EXPECT_TRUE(Expert::load(experts_dir_ / "dragons").dispatch_labels.empty());
+  const Expert router = Expert::load(experts_dir_ / "router");
+  EXPECT_EQ(router.dispatch, t2::svf::DispatchRole::kClassifier);
+  EXPECT_EQ(router.dispatch_labels, (std::vector<std::string>{"dragons", "friends", "others"}));
+  EXPECT_EQ(router.to_json()["dispatch"], "classifier");
+  EXPECT_EQ(router.to_json()["dispatch_labels"], nlohmann::json({"dragons", "friends", "others"}));
+  // No role: the field is left out and reads back as none.
+  EXPECT_FALSE(plain.to_json().contains("dispatch"));
+  EXPECT_EQ(Expert::load(experts_dir_ / "plain").dispatch, t2::svf::DispatchRole::kNone);
+
+  EXPECT_EQ(t2::svf::parse_dispatch_role("target"), t2::svf::DispatchRole::kTarget);
+  EXPECT_STREQ(t2::svf::to_string(t2::svf::DispatchRole::kClassifier), "classifier");
+  EXPECT_THROW(t2::svf::parse_dispatch_role("router"), t2::InvalidArgument);
+}
+
+TEST_F(SvfStories, AnUnknownDispatchRoleIsALoadErrorNamingTheExpert) {
+  random_expert("oddrole", 4).save(experts_dir_ / "oddrole");
+  nlohmann::json j;
+  {
+    std::ifstream in(experts_dir_ / "oddrole" / "expert.json");
+    j = nlohmann::json::parse(in);
+  }
+  j["dispatch"] = "router";
+  std::ofstream(experts_dir_ / "oddrole" / "expert.json") << j.dump(2);
+  try {
+    Expert::load(experts_dir_ / "oddrole");
+    ADD_FAILURE() << "dispatch role 'router' accepted";
+  } catch (const t2::LoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("expert 'oddrole'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("unknown dispatch role 'router'"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(SvfStories, EachValidationFailureNamesExpertTensorAndReason) {
   const auto write = [&](const std::string& name, auto&& edit) {
     Expert e = random_expert(name, 2);

@@ -1,14 +1,19 @@
 // Training experts: tasks and rewards, the REINFORCE gradient, the KL term,
-// autograd against finite differences, CEM, and a short real training run.
+// autograd against finite differences, CEM, short real training runs (completions
+// and labels), the labels objective scoring as the dispatcher does, and perplexity.
+#include <cmath>
 #include <fstream>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "support.hpp"
 #include "t2/common/errors.hpp"
+#include "t2/dispatch/dispatcher.hpp"
+#include "t2/svf/targets.hpp"
 #include "t2/train/cem.hpp"
 #include "t2/train/reinforce.hpp"
 
@@ -192,4 +197,198 @@ TEST_F(TrainStories, ASeededTrainingRunRaisesItsReward) {
   o.iters = 41;
   const auto resumed = t2::train::train_svf(*model_, *tokenizer_, *store_, task, o);
   EXPECT_GE(resumed.best_validation, result.best_validation);
+}
+
+TEST(TrainObjective, ParsesBothAndNamesTheFlagOnError) {
+  EXPECT_EQ(t2::train::parse_objective("completions"), t2::train::Objective::kCompletions);
+  EXPECT_EQ(t2::train::parse_objective("labels"), t2::train::Objective::kLabels);
+  for (const char* bad : {"label", "Labels", ""}) {
+    try {
+      t2::train::parse_objective(bad);
+      ADD_FAILURE() << "objective '" << bad << "' accepted";
+    } catch (const t2::InvalidArgument& e) {
+      EXPECT_EQ(e.param(), "objective");
+      EXPECT_NE(std::string(e.what()).find("completions or labels"), std::string::npos) << e.what();
+    }
+  }
+}
+
+namespace {
+
+// Pass 1 as the server runs it: the shipped template and a few random experts
+// marked as dispatch targets, plus a classification expert.
+class TrainLabels : public TrainStories {
+ protected:
+  void SetUp() override {
+    TrainStories::SetUp();
+    if (!ready()) return;
+    template_text_ = t2::dispatch::load_template(std::filesystem::path(T2_SOURCE_DIR) / "configs/dispatch/prompt.txt");
+    const std::string fingerprint = t2::model::checkpoint_fingerprint(dir_);
+    for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"dragon", 1}, {"princess", 2}, {"router", 3}}) {
+      at::manual_seed(seed);
+      t2::svf::Expert e;
+      e.name = name;
+      e.description = "stories with a " + name;
+      e.dispatch = name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget;
+      e.base_fingerprint = fingerprint;
+      for (const auto& id : t2::svf::target_matrices(model_->config(), t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
+      store_->add(e);
+    }
+  }
+
+  // A labels task: each record's answer is a dispatch target or "others".
+  t2::train::Task label_task(const std::filesystem::path& file, const std::string& odd_answer = "") const {
+    {
+      std::ofstream f(file);
+      const std::vector<std::pair<std::string, std::string>> records = {
+          {"The dragon breathed fire on the hill", "dragon"}, {"The princess lived in a big castle", "princess"},
+          {"Tom played with his ball in the park", "others"}, {"A dragon flew over the town", "dragon"},
+          {"The princess wore a pretty dress", "princess"},   {"Lily ate an apple", "others"}};
+      for (int i = 0; i < 24; ++i) {
+        const auto& [prompt, answer] = records[static_cast<size_t>(i) % records.size()];
+        f << nlohmann::json{{"prompt", prompt}, {"answer", i == 5 && !odd_answer.empty() ? odd_answer : answer}}.dump() << "\n";
+      }
+    }
+    return t2::train::Task::load(file, RewardKind::kExact);
+  }
+
+  t2::train::TrainOptions label_options(const std::filesystem::path& out) const {
+    t2::train::TrainOptions o;
+    o.objective = t2::train::Objective::kLabels;
+    o.labels.template_text = template_text_;
+    o.labels.categories = {{"dragon", "stories with a dragon"}, {"princess", "stories with a princess"}};
+    o.labels.context = 256;
+    o.iters = 3;
+    o.batch_size = 4;
+    o.eval_every = 1;
+    o.seed = 7;
+    o.out_dir = out;
+    o.name = out.filename().string();
+    o.resume = false;
+    return o;
+  }
+
+  std::string template_text_;
+};
+
+}  // namespace
+
+TEST_F(TrainLabels, LabelScoresAreTheDispatchersScores) {
+  const std::vector<std::string> requests = {"The dragon flew over the castle", "A princess had a red hat", "Tom"};
+  for (const auto scoring : {t2::dispatch::LabelScoring::kMean, t2::dispatch::LabelScoring::kSum}) {
+    t2::dispatch::DispatchOptions o;
+    o.template_text = template_text_;
+    o.scoring = scoring;
+    o.context = 256;
+    t2::dispatch::Dispatcher d(*model_, *tokenizer_, *store_, o);
+    ASSERT_EQ(d.labels(), (std::vector<std::string>{"dragon", "princess", "others"}));
+    const t2::dispatch::AdaptationPrompt prompt(template_text_, *tokenizer_, 256);
+    const auto prefix = prompt.prefix(d.categories());
+    const auto labels = d.labels();
+    const auto classifier = store_->weights(t2::svf::Adaptation::expert("router"));
+    for (const auto strategy : {t2::dispatch::Strategy::kPrompt, t2::dispatch::Strategy::kClassifier}) {
+      const t2::model::ProjectionSet& weights = strategy == t2::dispatch::Strategy::kPrompt ? model_->base_projections() : *classifier;
+      at::Tensor scores;
+      {
+        c10::InferenceMode guard;
+        scores = t2::train::label_scores(*model_, weights, prompt, prefix, requests, labels, scoring, nullptr, nullptr).cpu();
+      }
+      ASSERT_EQ(scores.size(0), 3);
+      ASSERT_EQ(scores.size(1), 3);
+      for (size_t r = 0; r < requests.size(); ++r) {
+        const auto decision = d.decide(strategy, requests[r]);
+        ASSERT_EQ(decision.scores.size(), labels.size());
+        for (size_t l = 0; l < labels.size(); ++l) {
+          EXPECT_NEAR(scores[static_cast<int64_t>(r)][static_cast<int64_t>(l)].item<double>(), decision.scores.at(labels[l]), 1e-4)
+              << requests[r] << " / " << labels[l] << " / " << t2::dispatch::to_string(strategy);
+        }
+      }
+    }
+  }
+}
+
+TEST_F(TrainLabels, ASeededLabelsRunWritesAClassificationExpert) {
+  const auto root = t2::testing::fresh_dir("labels");
+  const auto task = label_task(root / "route.jsonl");
+  const auto result = t2::train::train_svf(*model_, *tokenizer_, *store_, task, label_options(root / "router2"));
+  EXPECT_GE(result.base_validation, 0.0);
+  EXPECT_LE(result.best_validation, 1.0);
+  EXPECT_GE(result.best_validation, result.base_validation);
+
+  const auto e = t2::svf::Expert::load(root / "router2");
+  EXPECT_EQ(e.dispatch, t2::svf::DispatchRole::kClassifier);
+  EXPECT_EQ(e.dispatch_labels, (std::vector<std::string>{"dragon", "princess", "others"}));  // the categories, then "others"
+  EXPECT_EQ(e.provenance["objective"], "labels");
+  EXPECT_EQ(e.provenance["label_scoring"], "mean_logprob");
+  EXPECT_EQ(e.provenance["dispatch_template"], template_text_);
+  EXPECT_EQ(e.scores["validation_accuracy"], result.best_validation);
+  EXPECT_FALSE(e.z.empty());
+  std::ifstream log(root / "router2" / "train_log.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_TRUE(j.contains("validation")) << line;  // eval_every 1
+    ++lines;
+  }
+  EXPECT_EQ(lines, 3);
+
+  // The same seed trains the same expert.
+  t2::train::train_svf(*model_, *tokenizer_, *store_, task, label_options(root / "again"));
+  const auto again = t2::svf::Expert::load(root / "again");
+  ASSERT_EQ(again.matrices(), e.matrices());
+  for (const auto& [name, z] : e.z) EXPECT_TRUE(at::allclose(again.z.at(name), z, 0, 1e-6)) << name;
+}
+
+TEST_F(TrainLabels, ALabelsTaskWhoseAnswerIsNotALabelIsRejected) {
+  const auto root = t2::testing::fresh_dir("bad-labels");
+  const auto task = label_task(root / "route.jsonl", "unicorn");
+  try {
+    t2::train::train_svf(*model_, *tokenizer_, *store_, task, label_options(root / "router2"));
+    ADD_FAILURE() << "a record labelled 'unicorn' was accepted";
+  } catch (const t2::LoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("route:6"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'unicorn' is not a label"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(root / "router2" / "expert.json"));
+}
+
+TEST_F(TrainStories, PerplexityOfGreedyCompletionsUnderTheBaseModel) {
+  std::vector<t2::train::Example> examples;
+  for (const char* prompt : {"Once upon a time", "Tom had a dog", "The sun was"}) {
+    t2::train::Example e;
+    e.prompt = prompt;
+    e.answer = "dog";
+    examples.push_back(e);
+  }
+  const t2::train::Generation generation{16, {2}};
+  const auto evaluation = t2::train::evaluate_with_perplexity(*model_, *tokenizer_, nullptr, examples, RewardKind::kContains, generation);
+  EXPECT_TRUE(std::isfinite(evaluation.perplexity));
+  EXPECT_GE(evaluation.perplexity, 1.0);
+  EXPECT_EQ(evaluation.accuracy.total, 3);
+  EXPECT_EQ(evaluation.accuracy.correct,
+            t2::train::evaluate(*model_, *tokenizer_, nullptr, examples, RewardKind::kContains, generation).correct);
+
+  // It is exp(mean NLL per completion token), computed by hand here.
+  std::vector<std::string> prompts;
+  for (const auto& e : examples) prompts.push_back(e.prompt);
+  const auto completions = t2::train::complete(*model_, *tokenizer_, nullptr, prompts, generation);
+  ASSERT_EQ(completions.size(), 3u);
+  double log_likelihood = 0;
+  int64_t tokens = 0;
+  {
+    c10::InferenceMode guard;
+    for (const auto& c : completions) {
+      ASSERT_FALSE(c.tokens.empty());
+      log_likelihood += t2::train::score_completions(*model_, model_->base_projections(), {c.prompt}, {c.tokens}).log_likelihood.item<double>();
+      tokens += static_cast<int64_t>(c.tokens.size());
+    }
+  }
+  EXPECT_NEAR(t2::train::base_perplexity(*model_, completions), std::exp(-log_likelihood / static_cast<double>(tokens)), 1e-3);
+  EXPECT_NEAR(evaluation.perplexity, t2::train::base_perplexity(*model_, completions), 1e-6);
+
+  // Completions without tokens have nothing to be perplexed by.
+  EXPECT_EQ(t2::train::base_perplexity(*model_, {}), 1.0);
+  t2::train::Completion empty;
+  empty.prompt = tokenizer_->encode("Once upon a time", true);
+  EXPECT_EQ(t2::train::base_perplexity(*model_, {empty, empty}), 1.0);
 }
