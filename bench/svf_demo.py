@@ -20,8 +20,8 @@ Every step is a `t2` command (their JSON outputs are parsed; the exact commands 
        configs/tasks/mixed_fewshot.jsonl   8 examples of the mixed task (2 per label) for few-shot CEM;
   2. trains experts/{bird,cat,dog} with `t2 train --dispatch-target` at the defaults (KL 0.1), and the same
      experts with --kl-coef 0 into build/demo/ (not shipped) to measure what the KL penalty buys;
-  3. trains experts/router with `t2 train --objective labels`: REINFORCE over the label set, scored as the
-     server scores labels in pass 1 (configs/dispatch/prompt.txt, mean log-probability);
+  3. trains experts/router with `t2 train --objective labels --kl-coef 0`: REINFORCE over the label set, scored
+     as the server scores labels in pass 1 (configs/dispatch/prompt.txt, mean log-probability);
   4. `t2 adapt` (CEM) mixes bird,cat,dog on mixed_fewshot.jsonl into experts/pets-cem (not a dispatch target);
   5. Table 2 through `t2 eval` on mixed.jsonl: base, each expert, T² prompt, T² classifier, T² few-shot CEM and
      oracle routing, with task accuracy, routing accuracy (Wilson 95%) and perplexity under the base model;
@@ -70,7 +70,9 @@ TEST_OPENERS = ["Once upon a time, {n}", "It was a sunny day and {n}", "{n} went
 NO_PET = "^(?![\\s\\S]*(bird|cat|dog))"  # the "others" answer: a story that brings in no expert's animal
 
 TRAIN_ARGS = ["--reward", "contains", "--max-tokens", "48", "--seed", SEED]
-ROUTER_ARGS = ["--iters", "60", "--seed", SEED]
+# The classification expert only scores labels in pass 1 and never writes text, so the KL penalty that keeps
+# the other experts fluent has nothing to protect there (with the default 0.1 it routed 86% of the mixed task).
+ROUTER_ARGS = ["--iters", "60", "--kl-coef", "0", "--seed", SEED]
 CEM_ARGS = ["--reward", "regex", "--max-tokens", "48", "--population", "16", "--elite-ratio", "0.25", "--iters", "8",
             "--seed", SEED]
 
@@ -304,7 +306,7 @@ def main() -> None:
     lines += ["", f"Classifier routing on router.jsonl's test split (held-out phrasings and 'others' topics, "
                   f"{routing_test['routing']['total']} requests): {ci(routing_test['routing'])}; confusion "
                   f"`{json.dumps(routing_test['routing']['confusion'], sort_keys=True)}`.",
-              f"Router training (`t2 train --objective labels`, {ROUTER_ARGS[1]} steps, {router['_seconds']} s): validation "
+              f"Router training (`t2 train --objective labels --kl-coef 0`, {ROUTER_ARGS[1]} steps, {router['_seconds']} s): validation "
               f"{router['base_validation_accuracy']:.2f} (base model) -> {router['best_validation_accuracy']:.2f} (step {router['best_iter']}).",
               f"CEM (`t2 adapt`, 8 examples): weights {json.dumps({c['expert']: round(c['weight'], 3) for c in cem.get('components', [])})}.",
               "", f"**Through the server** (`t2 serve --config configs/server.json`; {ready[0]}): the same {len(mixed)} requests, "

@@ -70,7 +70,8 @@ SequenceScores score_completions(const model::Transformer& model, const model::P
       base_logp = model.forward_full(tokens, lengths, *kl_base).log_softmax(-1);
     }
     const at::Tensor kl = (logp.exp() * (logp - base_logp)).sum(-1);  // [B, T]
-    out.kl = (kl * m).sum() / std::max<int64_t>(out.tokens, 1);
+    // Per sequence, like the log-likelihood it is weighed against: the sum over its tokens.
+    out.kl = (kl * m).sum() / static_cast<double>(std::max<int64_t>(B, 1));
   } else {
     out.kl = at::zeros({}, at::TensorOptions().device(device));
   }

@@ -4,6 +4,7 @@
 Run by CTest: openai_client_test.py --t2 BUILD/t2 --stories models/stories260K --source REPO
 """
 import argparse
+import json
 import os
 import re
 import signal
@@ -38,6 +39,12 @@ class OpenAIClientTest(unittest.TestCase):
         subprocess.run([ARGS.t2, "experts", "import", policy_path, "--name", "dragons", "--model", model,
                         "--experts-dir", experts, "--max-mult", "2", "--description", "stories about dragons"],
                        check=True, capture_output=True)
+        meta_path = os.path.join(experts, "dragons", "expert.json")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        meta["dispatch"] = "target"  # a category of pass 1, so requests that name no expert are dispatched
+        with open(meta_path, "w") as f:
+            json.dump(meta, f)
         cls.server = subprocess.Popen(
             [ARGS.t2, "serve", "--model", model, "--experts-dir", experts, "--host", "127.0.0.1", "--port", "0",
              "--cache-dir", os.path.join(cls.tmp.name, "cache"), "--api-key", API_KEY,
@@ -61,7 +68,8 @@ class OpenAIClientTest(unittest.TestCase):
         cls.tmp.cleanup()
 
     def test_completion(self):
-        r = self.client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=12, temperature=0)
+        r = self.client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=12, temperature=0,
+                                           extra_body={"expert": "none"})
         self.assertEqual(r.object, "text_completion")
         self.assertTrue(r.choices[0].text.startswith(", there was a little girl named Lily"))
         self.assertEqual(r.choices[0].finish_reason, "length")
@@ -70,7 +78,7 @@ class OpenAIClientTest(unittest.TestCase):
 
     def test_streamed_completion_with_usage(self):
         chunks = list(self.client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=12,
-                                                     temperature=0, stream=True,
+                                                     temperature=0, stream=True, extra_body={"expert": "none"},
                                                      stream_options={"include_usage": True}))
         text = "".join(c.choices[0].text for c in chunks if c.choices)
         self.assertTrue(text.startswith(", there was a little girl named Lily"))
@@ -93,8 +101,15 @@ class OpenAIClientTest(unittest.TestCase):
         self.assertEqual(r.model_extra["t2"]["adaptation"], "dragons")
         r = self.client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=8,
                                            extra_body={"dispatch": "prompt"})
-        self.assertEqual(r.model_extra["t2"]["strategy"], "prompt")
-        self.assertIn(r.model_extra["t2"]["label"], ("dragons", "others"))
+        t2 = r.model_extra["t2"]
+        self.assertEqual(t2["strategy"], "prompt")
+        self.assertEqual(t2["scores"]["method"], "mean_logprob")
+        scores = t2["scores"]["labels"]
+        self.assertEqual(set(scores), {"dragons", "others"})
+        self.assertEqual(t2["label"], max(scores, key=scores.get))
+        self.assertEqual(t2["adaptation"], "base" if t2["label"] == "others" else "dragons")
+        default = self.client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=8)
+        self.assertEqual(default.model_extra["t2"]["strategy"], "prompt")  # auto: a target and no classifier
 
     def test_models(self):
         ids = {m.id: m for m in self.client.models.list()}

@@ -44,7 +44,7 @@ class SvfPolicy {
 // sum over completion tokens of log pi(token | prefix), differentiable.
 struct SequenceScores {
   at::Tensor log_likelihood;  // [B]
-  at::Tensor kl;              // scalar: mean over completion tokens of KL(pi || pi_base); 0 without a base
+  at::Tensor kl;              // scalar: KL(pi || pi_base) summed over each completion's tokens, mean over completions; 0 without a base
   int64_t tokens = 0;
 };
 SequenceScores score_completions(const model::Transformer& model, const model::ProjectionSet& weights,

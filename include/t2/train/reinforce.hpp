@@ -1,7 +1,8 @@
 // SVF training with REINFORCE, as the paper and its reference code: sample
 // from the current expert, reward +1 if it solves the task and -1 otherwise,
 // and minimise
-//   loss = -mean(r * log pi(sample)) + kl_coef * KL(pi || pi_base)
+//   loss = -mean(r * log pi(sample)) + kl_coef * mean(KL(pi || pi_base))
+// where both log pi and the KL are per sampled sequence (sums over its tokens),
 // with Adam on p (z = sigmoid(p) * max_mult) and gradient-norm clipping.
 // Two objectives:
 //   completions - a sampled completion per prompt, judged by the task's reward
