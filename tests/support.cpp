@@ -8,6 +8,7 @@
 #include "t2/model/config.hpp"
 #include "t2/model/safetensors.hpp"
 #include "t2/model/weights.hpp"
+#include "t2/svf/targets.hpp"
 
 namespace t2::testing {
 
@@ -79,6 +80,18 @@ void write_random_checkpoint(const std::filesystem::path& dir, const nlohmann::j
     for (const auto& [tensor, value] : files[f]) weight_map[tensor] = name;
   }
   std::ofstream(dir / "model.safetensors.index.json") << nlohmann::json{{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}}.dump(2);
+}
+
+svf::Expert random_expert(const model::ModelConfig& config, const std::string& fingerprint, const std::string& name,
+                          uint64_t seed, const std::string& description, svf::DispatchRole dispatch) {
+  at::manual_seed(seed);
+  svf::Expert e;
+  e.name = name;
+  e.description = description;
+  e.dispatch = dispatch;
+  e.base_fingerprint = fingerprint;
+  for (const auto& id : svf::target_matrices(config, svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
+  return e;
 }
 
 }  // namespace t2::testing

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "t2/model/transformer.hpp"
+#include "t2/svf/expert.hpp"
 #include "t2/tokenizer/tokenizer.hpp"
 
 namespace t2::testing {
@@ -33,6 +34,12 @@ nlohmann::json tiny_config();
 // with an index) into `dir`.
 void write_random_checkpoint(const std::filesystem::path& dir, const nlohmann::json& config, uint64_t seed,
                              int shards = 1);
+
+// An SVF expert as a trainer would write one, for `fingerprint`'s model:
+// z uniform in [0, 2) (seeded) on every MLP matrix of `config`.
+svf::Expert random_expert(const model::ModelConfig& config, const std::string& fingerprint, const std::string& name,
+                          uint64_t seed, const std::string& description,
+                          svf::DispatchRole dispatch = svf::DispatchRole::kNone);
 
 }  // namespace t2::testing
 

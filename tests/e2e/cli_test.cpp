@@ -122,13 +122,7 @@ TEST(Cli, SvdExpertsAndGenerateWithAnExpert) {
   // Two experts written as a trainer would: z in [0, 2) on every MLP matrix.
   const auto config = t2::model::ModelConfig::from_file(model / "config.json");
   for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"calm", 1}, {"wild", 2}}) {
-    at::manual_seed(seed);
-    t2::svf::Expert e;
-    e.name = name;
-    e.description = name + " stories";
-    e.base_fingerprint = t2::model::checkpoint_fingerprint(model);
-    for (const auto& id : t2::svf::target_matrices(config, t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
-    e.save(experts / name);
+    t2::testing::random_expert(config, t2::model::checkpoint_fingerprint(model), name, seed, name + " stories").save(experts / name);
   }
   const CommandResult listed = run("experts list" + std::string(" --experts-dir ") + experts.string());
   EXPECT_NE(listed.output.find("calm"), std::string::npos) << listed.output;
@@ -166,14 +160,9 @@ struct DispatchEvalSetup {
     task = t2::testing::fresh_dir("task") / "routed.jsonl";
     const auto config = t2::model::ModelConfig::from_file(model / "config.json");
     for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"calm", 1}, {"wild", 2}}) {
-      at::manual_seed(seed);
-      t2::svf::Expert e;
-      e.name = name;
-      e.description = name + " stories";
-      e.dispatch = t2::svf::DispatchRole::kTarget;
-      e.base_fingerprint = t2::model::checkpoint_fingerprint(model);
-      for (const auto& id : t2::svf::target_matrices(config, t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
-      e.save(experts / name);
+      t2::testing::random_expert(config, t2::model::checkpoint_fingerprint(model), name, seed, name + " stories",
+                                 t2::svf::DispatchRole::kTarget)
+          .save(experts / name);
     }
     std::ofstream f(task);
     const std::vector<std::pair<std::string, std::string>> records = {

@@ -58,14 +58,8 @@ struct Fixture {
     const auto config = t2::model::ModelConfig::from_file(model / "config.json");
     const std::string fingerprint = t2::model::checkpoint_fingerprint(model);
     for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"dragons", 1}, {"friends", 2}, {"router", 3}}) {
-      at::manual_seed(seed);
-      t2::svf::Expert e;
-      e.name = name;
-      e.description = "stories about " + name;
-      e.dispatch = name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget;
-      e.base_fingerprint = fingerprint;
-      for (const auto& id : t2::svf::target_matrices(config, t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
-      e.save(experts / name);
+      t2::testing::random_expert(config, fingerprint, name, seed, "stories about " + name, name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget)
+          .save(experts / name);
     }
   }
   std::vector<std::string> args(std::vector<std::string> extra = {}) const {

@@ -22,14 +22,8 @@ class DispatcherTest : public t2::testing::StoriesTest {
     cache_.emplace(t2::svf::SvdCache::compute(*model_, fingerprint, t2::svf::Targets::kMlp, at::kCPU));
     store_.emplace(*model_, *cache_, 1 << 30);
     for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"dragon", 1}, {"princess", 2}, {"router", 3}}) {
-      at::manual_seed(seed);
-      t2::svf::Expert e;
-      e.name = name;
-      e.description = "stories with a " + name;
-      e.dispatch = name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget;
-      e.base_fingerprint = fingerprint;
-      for (const auto& id : t2::svf::target_matrices(model_->config(), t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
-      store_->add(e);
+      store_->add(t2::testing::random_expert(model_->config(), fingerprint, name, seed, "stories with a " + name,
+                                             name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget));
     }
   }
 

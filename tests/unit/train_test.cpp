@@ -225,14 +225,8 @@ class TrainLabels : public TrainStories {
     template_text_ = t2::dispatch::load_template(std::filesystem::path(T2_SOURCE_DIR) / "configs/dispatch/prompt.txt");
     const std::string fingerprint = t2::model::checkpoint_fingerprint(dir_);
     for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"dragon", 1}, {"princess", 2}, {"router", 3}}) {
-      at::manual_seed(seed);
-      t2::svf::Expert e;
-      e.name = name;
-      e.description = "stories with a " + name;
-      e.dispatch = name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget;
-      e.base_fingerprint = fingerprint;
-      for (const auto& id : t2::svf::target_matrices(model_->config(), t2::svf::Targets::kMlp)) e.z.emplace(id.weight_name(), at::rand({64}) * 2);
-      store_->add(e);
+      store_->add(t2::testing::random_expert(model_->config(), fingerprint, name, seed, "stories with a " + name,
+                                             name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget));
     }
   }
 
