@@ -291,7 +291,7 @@ void add_train_commands(CLI::App& app) {
   train_cmd->add_option("--lr", t->options.lr, "Adam learning rate")->capture_default_str();
   train_cmd->add_option("--batch-size", t->options.batch_size, "samples per step")->capture_default_str()->check(CLI::PositiveNumber);
   train_cmd->add_option("--iters", t->options.iters, "training steps")->capture_default_str()->check(CLI::PositiveNumber);
-  train_cmd->add_option("--kl-coef", t->options.kl_coef, "weight of KL(pi || pi_base)")->capture_default_str();
+  train_cmd->add_option("--kl-coef", t->options.kl_coef, "weight of KL(pi || pi_base), summed over each sample's tokens")->capture_default_str();
   train_cmd->add_option("--max-grad-norm", t->options.max_grad_norm, "gradient-norm clip (0: none)")->capture_default_str();
   train_cmd->add_option("--init", t->options.init, "initial p (z = sigmoid(p) * max_mult)")->capture_default_str();
   train_cmd->add_option("--max-mult", t->options.max_mult, "upper bound of z")->capture_default_str();
