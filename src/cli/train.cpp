@@ -91,9 +91,7 @@ struct TrainCommand {
     if (options.objective == train::Objective::kLabels) {
       // The categories the server would list: the experts folder's dispatch targets.
       load_experts_folder(*l.store, svf.experts_dir);
-      for (const auto& e : l.store->experts()) {
-        if (e.dispatch == svf::DispatchRole::kTarget && e.name != options.name) options.labels.categories.push_back({e.name, e.description});
-      }
+      options.labels.categories = dispatch::categories_of(l.store->experts(), options.name);
       if (options.labels.categories.empty()) {
         throw InvalidArgument("experts-dir", "--objective labels needs dispatch targets (\"dispatch\": \"target\") in " + svf.experts_dir);
       }

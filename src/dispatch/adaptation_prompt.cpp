@@ -53,6 +53,7 @@ AdaptationPrompt::AdaptationPrompt(const std::string& template_text, tokenizer::
   while (!before_prompt_.empty() && (before_prompt_.back() == ' ' || before_prompt_.back() == '\t')) before_prompt_.pop_back();
   after_prompt_ = template_text.substr(at + 8);
   while (!after_prompt_.empty() && after_prompt_.back() == '\n') after_prompt_.pop_back();
+  after_prompt_tokens_ = static_cast<int64_t>(tokenizer_.encode(after_prompt_, false).size());
 }
 
 AdaptationPrompt::Prefix AdaptationPrompt::render(const std::vector<Category>& categories, bool with_descriptions) const {
@@ -92,8 +93,8 @@ AdaptationPrompt::Candidates AdaptationPrompt::candidates(const std::string& req
   if (labels.empty()) throw InvalidArgument("dispatch", "pass 1 has no labels to choose among");
   size_t longest_label = 0;
   for (const auto& label : labels) longest_label = std::max(longest_label, tokenizer_.encode(label, false).size());
-  const int64_t suffix = static_cast<int64_t>(tokenizer_.encode(after_prompt_, false).size());
-  const std::string context = fit_request(request, context_ - prefix_tokens - suffix - static_cast<int64_t>(longest_label) - 2) + after_prompt_;
+  const std::string context =
+      fit_request(request, context_ - prefix_tokens - after_prompt_tokens_ - static_cast<int64_t>(longest_label) - 2) + after_prompt_;
 
   // The label alone, without the template's closing brace: a model that never
   // saw braces gives "}" a near-random -25 nats that would outweigh the label.
@@ -117,8 +118,7 @@ AdaptationPrompt::Candidates AdaptationPrompt::candidates(const std::string& req
 }
 
 std::vector<int64_t> AdaptationPrompt::request_tokens(const std::string& request, int64_t prefix_tokens, int64_t reserve) const {
-  const int64_t suffix = static_cast<int64_t>(tokenizer_.encode(after_prompt_, false).size());
-  return tokenizer_.encode(fit_request(request, context_ - prefix_tokens - suffix - reserve - 2) + after_prompt_, false);
+  return tokenizer_.encode(fit_request(request, context_ - prefix_tokens - after_prompt_tokens_ - reserve - 2) + after_prompt_, false);
 }
 
 }  // namespace t2::dispatch

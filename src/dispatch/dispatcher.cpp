@@ -88,13 +88,16 @@ std::string Dispatcher::classifier_among(const std::vector<svf::Expert>& experts
   return marked.empty() ? "" : marked[0];
 }
 
-std::vector<Category> Dispatcher::categories_among(const std::vector<svf::Expert>& experts) const {
-  const std::string classifier_name = classifier_among(experts);
+std::vector<Category> categories_of(const std::vector<svf::Expert>& experts, const std::string& excluded) {
   std::vector<Category> categories;
   for (const auto& e : experts) {
-    if (e.dispatch == svf::DispatchRole::kTarget && e.name != classifier_name) categories.push_back({e.name, e.description});
+    if (e.dispatch == svf::DispatchRole::kTarget && e.name != excluded) categories.push_back({e.name, e.description});
   }
   return categories;
+}
+
+std::vector<Category> Dispatcher::categories_among(const std::vector<svf::Expert>& experts) const {
+  return categories_of(experts, classifier_among(experts));
 }
 
 std::string Dispatcher::classifier() const { return classifier_among(store_.experts()); }
@@ -111,14 +114,13 @@ Strategy Dispatcher::automatic_strategy() const {
 
 const Dispatcher::CachedPrefix& Dispatcher::prefix(const std::string& weights_key, const model::ProjectionSet& weights,
                                                    const std::vector<Category>& categories) {
-  AdaptationPrompt::Prefix wanted = prompt_.prefix(categories);
   auto it = prefixes_.find(weights_key);
-  if (it != prefixes_.end() && it->second.prompt.text == wanted.text) return it->second;
+  if (it != prefixes_.end() && it->second.categories == categories) return it->second;  // no re-rendering per request
   if (it != prefixes_.end()) {
     cache_.release(it->second.slot);
     prefixes_.erase(it);
   }
-  CachedPrefix p{std::move(wanted), cache_.allocate()};
+  CachedPrefix p{categories, prompt_.prefix(categories), cache_.allocate()};
   try {
     model_.forward({{p.slot, p.prompt.tokens}}, cache_, weights);
   } catch (...) {

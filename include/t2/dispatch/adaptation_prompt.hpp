@@ -21,6 +21,8 @@ inline constexpr const char* kOthersLabel = "others";
 struct Category {
   std::string label;
   std::string description;
+
+  bool operator==(const Category& other) const { return label == other.label && description == other.description; }
 };
 
 // How a label's log-likelihood becomes its score.
@@ -63,7 +65,6 @@ class AdaptationPrompt {
   // The request and the template's end, for the free-text strategy.
   std::vector<int64_t> request_tokens(const std::string& request, int64_t prefix_tokens, int64_t reserve) const;
 
-  int64_t context() const { return context_; }
 
  private:
   Prefix render(const std::vector<Category>& categories, bool with_descriptions) const;
@@ -73,6 +74,7 @@ class AdaptationPrompt {
   int64_t context_;
   std::string before_prompt_;  // the template before {prompt}, trailing blanks dropped
   std::string after_prompt_;   // after {prompt}, trailing newlines dropped
+  int64_t after_prompt_tokens_ = 0;
 };
 
 // The labels pass 1 chooses among: the categories, then "others".

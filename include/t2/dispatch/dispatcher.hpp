@@ -52,6 +52,9 @@ struct DispatchOptions {
   int64_t context = 1024;          // pass 1's KV cache length; long prompts are cut to fit
 };
 
+// The experts marked "dispatch": "target", in the store's (name) order, but `excluded` (the classifier).
+std::vector<Category> categories_of(const std::vector<svf::Expert>& experts, const std::string& excluded);
+
 // Reads the template file; throws LoadError when it lacks {prompt}.
 std::string load_template(const std::filesystem::path& path);
 
@@ -87,6 +90,7 @@ class Dispatcher {
   std::vector<Category> categories_among(const std::vector<svf::Expert>& experts) const;
 
   struct CachedPrefix {
+    std::vector<Category> categories;  // what it lists
     AdaptationPrompt::Prefix prompt;
     int64_t slot = -1;
   };

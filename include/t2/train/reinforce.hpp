@@ -39,7 +39,7 @@ struct LabelObjective {
   int64_t context = 1024;                      // pass 1's token budget
 };
 
-// Defaults measured on stories260K (bench/RESULTS.md, "training defaults"):
+// Defaults measured on stories260K (bench/RESULTS.md, "What the KL penalty buys"):
 // they learn within 100 steps and keep the expert's text fluent.
 struct TrainOptions {
   Objective objective = Objective::kCompletions;
@@ -79,7 +79,6 @@ class Adam {
   double step(std::vector<at::Tensor>& parameters);
   std::vector<at::Tensor>& first_moments() { return m_; }
   std::vector<at::Tensor>& second_moments() { return v_; }
-  int64_t steps() const { return steps_; }
   void set_steps(int64_t steps) { steps_ = steps; }
 
  private:
