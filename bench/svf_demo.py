@@ -71,7 +71,7 @@ NO_PET = "^(?![\\s\\S]*(bird|cat|dog))"  # the "others" answer: a story that bri
 
 TRAIN_ARGS = ["--reward", "contains", "--max-tokens", "48", "--seed", SEED]
 # The classification expert only scores labels in pass 1 and never writes text, so the KL penalty that keeps
-# the other experts fluent has nothing to protect there, and it slows the router's learning.
+# the other experts fluent has nothing to protect there.
 ROUTER_ARGS = ["--iters", "60", "--kl-coef", "0", "--seed", SEED]
 CEM_ARGS = ["--reward", "regex", "--max-tokens", "48", "--population", "16", "--elite-ratio", "0.25", "--iters", "8",
             "--seed", SEED]
