@@ -29,6 +29,7 @@ struct BenchOptions {
   bool svf = false;
   bool train_step = false;
   std::string targets = "mlp";
+  std::vector<int64_t> experts = {1, 2, 8, 64};
   PlacementOptions placement;
 };
 
@@ -42,9 +43,10 @@ struct Timing {
   int64_t decode_steps = 0;
 };
 
-// One round: `batch` random prompts prefilled, then greedy decode to gen_tokens each.
+// One round: `batch` random prompts prefilled, then greedy decode to gen_tokens
+// each; row b runs adapters[b % size] (none: the base model).
 Timing run_round(engine::Engine& engine, const BenchOptions& o, int64_t vocab, uint64_t seed,
-                 const std::shared_ptr<const model::ProjectionSet>& projections) {
+                 const std::vector<std::shared_ptr<const svf::Adapter>>& adapters) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> token(3, vocab - 1);
   for (int64_t b = 0; b < o.batch; ++b) {
@@ -53,12 +55,12 @@ Timing run_round(engine::Engine& engine, const BenchOptions& o, int64_t vocab, u
     request.sampling.temperature = 0.0;
     request.max_tokens = o.gen_tokens;
     request.ignore_eos = true;
-    request.projections = projections;
+    if (!adapters.empty()) request.adapter = adapters[static_cast<size_t>(b) % adapters.size()];
     engine.add(std::move(request));
   }
   Timing t;
   auto start = Clock::now();
-  engine.step();  // prefills every prompt and samples its first token
+  engine.step();  // prefills every prompt (the step budget holds them all) and samples its first token
   t.prefill_s = seconds_since(start);
   start = Clock::now();
   while (engine.active() > 0) {
@@ -100,7 +102,66 @@ nlohmann::json train_step_report(const model::Transformer& model, const svf::Ada
           {"trainable_parameters", parameters}};
 }
 
-// SVD build, expert-switch composition and decoding with a (random) expert.
+// While batch - 1 sequences decode with a mix of experts, one more joins: the
+// step that prefills it and samples its first token, for an expert already
+// in the table (hot) and for one never used before (cold).
+template <typename Cold>
+nlohmann::json first_token_report(const model::Transformer& model, svf::AdapterStore& store, const BenchOptions& o,
+                                  const std::shared_ptr<const svf::Adapter>& hot, Cold&& cold) {
+  engine::Engine engine(model, std::nullopt, {}, {o.batch + 1, o.prompt_tokens + o.gen_tokens + 2,
+                                                  std::max<int64_t>(2048, (o.batch + 1) * o.prompt_tokens), 0}, &store);
+  std::mt19937_64 rng(5);
+  std::uniform_int_distribution<int64_t> token(3, model.config().vocab_size - 1);
+  const auto request = [&](std::shared_ptr<const svf::Adapter> adapter, int64_t max_tokens) {
+    engine::GenerationRequest r;
+    for (int64_t i = 0; i < o.prompt_tokens; ++i) r.prompt.push_back(token(rng));
+    r.sampling.temperature = 0.0;
+    r.max_tokens = max_tokens;
+    r.ignore_eos = true;
+    r.adapter = std::move(adapter);
+    return r;
+  };
+  for (int64_t b = 0; b + 1 < o.batch; ++b) engine.add(request(b % 2 == 0 ? hot : nullptr, o.gen_tokens + 8));
+  engine.step();
+  const auto timed_join = [&](std::shared_ptr<const svf::Adapter> adapter) {
+    for (int i = 0; i < 2; ++i) engine.step();  // decode steps only
+    model.placement().synchronize();
+    auto start = Clock::now();
+    engine.step();
+    model.placement().synchronize();
+    const double decode_ms = 1e3 * seconds_since(start);
+    const engine::SequenceId id = engine.add(request(std::move(adapter), 1));
+    start = Clock::now();
+    bool seen = false;
+    while (!seen) {
+      for (const auto& e : engine.step().tokens) seen = seen || e.sequence == id;
+    }
+    model.placement().synchronize();
+    return std::make_pair(decode_ms, 1e3 * seconds_since(start));
+  };
+  const auto [decode_hot, hot_ms] = timed_join(hot);
+  const auto [decode_cold, cold_ms] = timed_join(cold());
+  return {{"decode_step_ms", decode_hot},
+          {"hot_expert_first_token_ms", hot_ms},
+          {"cold_expert_first_token_ms", cold_ms},
+          {"cold_minus_hot_in_decode_steps", (cold_ms - hot_ms) / decode_cold}};
+}
+
+// Random z vectors for every targeted matrix, around 1.
+svf::Expert random_expert(const model::ModelConfig& config, const std::vector<svf::MatrixId>& ids, const std::string& name) {
+  svf::Expert e;
+  e.name = name;
+  e.base_fingerprint = "bench";
+  for (const auto& id : ids) {
+    const int64_t r = svf::singular_value_count(config, id.projection);
+    e.z.emplace(id.weight_name(), at::rand({r}) + 0.5);
+  }
+  return e;
+}
+
+// SVD build, expert-switch composition, and decoding with K distinct experts
+// (plus one mixture) in the batch against K = 1, and the first-token cost of
+// a never-used expert.
 template <typename Throughput>
 nlohmann::json svf_report(const model::Transformer& model, const BenchOptions& o, Throughput&& throughput) {
   const svf::Targets targets = svf::parse_targets(o.targets);
@@ -109,19 +170,12 @@ nlohmann::json svf_report(const model::Transformer& model, const BenchOptions& o
   const double svd_s = seconds_since(start);
   svf::AdapterStore store(model, cache, std::numeric_limits<int64_t>::max());
   const auto ids = svf::target_matrices(model.config(), targets);
-  for (const char* name : {"bench-a", "bench-b"}) {
-    svf::Expert e;
-    e.name = name;
-    e.base_fingerprint = "bench";
-    for (const auto& id : ids) {
-      const int64_t r = svf::singular_value_count(model.config(), id.projection);
-      e.z.emplace(id.weight_name(), at::rand({r}) + 0.5);
-    }
-    store.add(std::move(e));
-  }
-  store.weights(svf::Adaptation::expert("bench-a"));  // first composition warms the GEMM kernels
+  int64_t most = 2;
+  for (const int64_t k : o.experts) most = std::max(most, k);
+  for (int64_t k = 0; k < most + 2; ++k) store.add(random_expert(model.config(), ids, "bench-" + std::to_string(k)));
+  store.weights(svf::Adaptation::expert("bench-0"));  // first composition warms the GEMM kernels
   const double first_s = store.stats().compose_seconds;
-  const auto weights = store.weights(svf::Adaptation::expert("bench-b"));
+  store.weights(svf::Adaptation::expert("bench-1"));
   const double switch_s = store.stats().compose_seconds - first_s;
   nlohmann::json report = {
       {"targets", o.targets},
@@ -133,7 +187,20 @@ nlohmann::json svf_report(const model::Transformer& model, const BenchOptions& o
       {"compose_ms_per_matrix", 1e3 * switch_s / static_cast<double>(ids.size())},
       {"composed_set_bytes", store.stats().cached_bytes / 2},
   };
-  report["with_expert"] = throughput(weights);
+  const auto expert = [&](int64_t k) { return store.adapter(svf::Adaptation::expert("bench-" + std::to_string(k))); };
+  // K = 1 both ways: the composed dense set (the fast path) and the factored path.
+  report["k1_dense"] = throughput(&store, true, std::vector<std::shared_ptr<const svf::Adapter>>{expert(1)});
+  report["k1_factored"] = throughput(&store, false, std::vector<std::shared_ptr<const svf::Adapter>>{expert(1)});
+  const auto mixture = store.adapter(svf::Adaptation::parse_mixture("bench-0=0.5,bench-1=0.5"));
+  for (const int64_t k : o.experts) {
+    if (k < 2) continue;
+    std::vector<std::shared_ptr<const svf::Adapter>> adapters = {mixture};
+    for (int64_t i = 0; i < k; ++i) adapters.push_back(expert(i));
+    nlohmann::json r = throughput(&store, true, adapters);
+    r["vs_k1_dense"] = r["decode_tokens_per_s"].get<double>() / report["k1_dense"]["decode_tokens_per_s"].get<double>();
+    report["k" + std::to_string(k) + "_plus_mixture"] = r;
+  }
+  report["first_token"] = first_token_report(model, store, o, expert(2), [&] { return expert(most + 1); });
   if (o.train_step) report["train_step"] = train_step_report(model, store, o);
   return report;
 }
@@ -152,14 +219,21 @@ void run_bench(const BenchOptions& o) {
   }();
   const double load_s = seconds_since(load_start);
   const model::ModelConfig& config = transformer.config();
-  engine::Engine engine(transformer, std::nullopt, {}, {o.batch, o.prompt_tokens + o.gen_tokens + 1});
+  const auto engine_options = [&](bool dense_fast_path) {
+    engine::EngineOptions e{o.batch, o.prompt_tokens + o.gen_tokens + 1, std::max<int64_t>(2048, o.batch * o.prompt_tokens), 0};
+    e.dense_fast_path = dense_fast_path;
+    return e;
+  };
 
-  // Best of `repeat` rounds after a warm-up (allocator, kernels, caches).
-  const auto best_round = [&](const std::shared_ptr<const model::ProjectionSet>& projections) {
-    run_round(engine, o, config.vocab_size, 0, projections);
+  // Best of `repeat` rounds after a warm-up (allocator, kernels, caches, and
+  // the store's background composition of a lone adapter).
+  const auto best_round = [&](svf::AdapterStore* store, bool dense_fast_path,
+                              const std::vector<std::shared_ptr<const svf::Adapter>>& adapters) {
+    engine::Engine engine(transformer, std::nullopt, {}, engine_options(dense_fast_path), store);
+    run_round(engine, o, config.vocab_size, 0, adapters);
     Timing best;
     for (int64_t r = 0; r < o.repeat; ++r) {
-      const Timing t = run_round(engine, o, config.vocab_size, static_cast<uint64_t>(r + 1), projections);
+      const Timing t = run_round(engine, o, config.vocab_size, static_cast<uint64_t>(r + 1), adapters);
       if (r == 0 || t.decode_s < best.decode_s) best = t;
     }
     return best;
@@ -180,8 +254,12 @@ void run_bench(const BenchOptions& o) {
       {"gen_tokens", o.gen_tokens},
       {"load_s", load_s},
   };
-  report.update(throughput(best_round(nullptr)));
-  if (o.svf) report["svf"] = svf_report(transformer, o, [&](const auto& w) { return throughput(best_round(w)); });
+  report.update(throughput(best_round(nullptr, true, {})));
+  if (o.svf) {
+    report["svf"] = svf_report(transformer, o, [&](svf::AdapterStore* store, bool dense, const auto& adapters) {
+      return throughput(best_round(store, dense, adapters));
+    });
+  }
   std::cout << report.dump() << std::endl;
 }
 
@@ -195,7 +273,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--batch", options->batch, "concurrent sequences")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--prompt-tokens", options->prompt_tokens, "prompt length")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--gen-tokens", options->gen_tokens, "tokens generated per sequence")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_flag("--svf", options->svf, "also time the SVD build, an expert switch, and decoding with a random expert");
+  cmd->add_flag("--svf", options->svf, "also time the SVD build, an expert switch, decoding with K random experts in the batch, and a new expert's first token");
+  cmd->add_option("--experts", options->experts, "with --svf: the K distinct experts per batch to measure (each plus one mixture)")->capture_default_str();
   cmd->add_flag("--train-step", options->train_step, "with --svf: also time REINFORCE steps (batch x (prompt + gen) tokens)");
   cmd->add_option("--targets", options->targets, "matrices the --svf expert adapts: mlp, attn or all")->capture_default_str();
   cmd->add_option("--repeat", options->repeat, "timed rounds after one warm-up; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);

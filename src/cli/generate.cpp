@@ -44,7 +44,7 @@ void run_generate(GenerateOptions o) {
   request.max_tokens = o.max_tokens;
   request.stop = o.stop;
   request.ignore_eos = o.ignore_eos;
-  request.projections = adapted_weights(transformer, o.model_dir, o.svf, o.adaptation);
+  request.adapter = svf::dense_adapter(adapted_weights(transformer, o.model_dir, o.svf, o.adaptation));
   // Unset sampling flags fall back to generation_config.json (greedy unless it samples).
   auto& s = request.sampling;
   s.temperature = o.temperature.value_or(generation.do_sample ? generation.temperature.value_or(1.0) : 0.0);
@@ -61,7 +61,7 @@ void run_generate(GenerateOptions o) {
   int64_t generated = 0;
   std::string finish = "length";
   while (engine.active() > 0) {
-    for (const engine::TokenEvent& event : engine.step()) {
+    for (const engine::TokenEvent& event : engine.step().tokens) {
       ++generated;
       std::cout << event.text << std::flush;
       if (event.finish) finish = engine::to_string(*event.finish);

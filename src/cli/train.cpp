@@ -241,15 +241,19 @@ struct EvalCommand {
 
     std::vector<std::string> chosen;
     double dispatch_ms = 0;
-    for (const auto& e : examples) {
-      if (strategy == "oracle") {
+    if (strategy == "oracle") {
+      for (const auto& e : examples) {
         if (e.label.empty()) throw LoadError(t.name + ":" + std::to_string(e.line) + ": oracle routing needs a \"label\"");
         chosen.push_back(e.label);
-        continue;
       }
-      const auto decision = dispatcher.decide(dispatch::parse_strategy(strategy), e.prompt);
-      chosen.push_back(decision.label);
-      dispatch_ms += decision.latency_ms;
+    } else {
+      // One request at a time, so each latency is pass 1's own.
+      engine::Engine engine(*l.model, *l.tokenizer, l.eos, {1, 0, 2048, 16}, &*l.store);
+      for (const auto& e : examples) {
+        const auto decision = dispatch::run_pass1(dispatcher, engine, dispatch::parse_strategy(strategy), {e.prompt}).front();
+        chosen.push_back(decision.label);
+        dispatch_ms += decision.latency_ms;
+      }
     }
     // Pass 2, one batch per chosen adaptation.
     std::map<std::string, std::vector<size_t>> groups;

@@ -11,24 +11,6 @@
 #include "t2/common/log.hpp"
 
 namespace t2::dispatch {
-namespace {
-
-// A KV slot held for the length of one scope.
-class SlotLease {
- public:
-  explicit SlotLease(model::KVCache& cache) : cache_(cache), slot_(cache.allocate()) {}
-  SlotLease(const SlotLease&) = delete;
-  SlotLease& operator=(const SlotLease&) = delete;
-  ~SlotLease() { cache_.release(slot_); }
-  int64_t slot() const { return slot_; }
-
- private:
-  model::KVCache& cache_;
-  int64_t slot_;
-};
-
-}  // namespace
-
 Strategy parse_strategy(const std::string& name) {
   if (name == "explicit") return Strategy::kExplicit;
   if (name == "prompt") return Strategy::kPrompt;
@@ -63,9 +45,7 @@ Dispatcher::Dispatcher(const model::Transformer& model, tokenizer::Tokenizer tok
       tokenizer_(std::move(tokenizer)),
       store_(store),
       options_(std::move(options)),
-      cache_(model.config(), /*max_sequences=*/12, std::min(options_.context, model.config().max_position_embeddings),
-             model.placement()),
-      prompt_(options_.template_text, tokenizer_, cache_.capacity()) {
+      prompt_(options_.template_text, tokenizer_, std::min(options_.context, model.config().max_position_embeddings)) {
   prompt_.prefix(categories());  // fails at startup, not per request, when the targets do not fit
   // A classification expert scores well only under the prompt it was trained with.
   if (const auto trained = store_.find(classifier()); trained && trained->provenance.contains("dispatch_template") &&
@@ -112,36 +92,23 @@ Strategy Dispatcher::automatic_strategy() const {
   return categories_among(experts).empty() ? Strategy::kNone : Strategy::kPrompt;
 }
 
-const Dispatcher::CachedPrefix& Dispatcher::prefix(const std::string& weights_key, const model::ProjectionSet& weights,
-                                                   const std::vector<Category>& categories) {
-  auto it = prefixes_.find(weights_key);
-  if (it != prefixes_.end() && it->second.categories == categories) return it->second;  // no re-rendering per request
-  if (it != prefixes_.end()) {
-    cache_.release(it->second.slot);
-    prefixes_.erase(it);
+const AdaptationPrompt::Prefix& Dispatcher::prefix(const std::vector<Category>& categories) {
+  if (!prefix_ || prefix_categories_ != categories) {
+    prefix_ = prompt_.prefix(categories);
+    prefix_categories_ = categories;
   }
-  CachedPrefix p{categories, prompt_.prefix(categories), cache_.allocate()};
-  try {
-    model_.forward({{p.slot, p.prompt.tokens}}, cache_, weights);
-  } catch (...) {
-    cache_.release(p.slot);  // a failed prefill must not keep its slot
-    throw;
-  }
-  return prefixes_.emplace(weights_key, std::move(p)).first->second;
+  return *prefix_;
 }
 
-Decision Dispatcher::decide(Strategy strategy, const std::string& prompt) {
-  c10::InferenceMode guard;
-  const auto start = std::chrono::steady_clock::now();
-  Decision d;
-  d.strategy = strategy;
-  d.scoring = options_.scoring;
+Pass1 Dispatcher::plan(Strategy strategy, const std::string& prompt) {
   if (strategy != Strategy::kPrompt && strategy != Strategy::kClassifier) {
     throw InvalidArgument("dispatch", std::string("pass 1 does not run for strategy ") + to_string(strategy));
   }
+  Pass1 pass;
+  pass.strategy = strategy;
+  pass.started = std::chrono::steady_clock::now();
   const auto experts = store_.experts();  // one snapshot for the whole decision
-  std::shared_ptr<const model::ProjectionSet> adapted;
-  std::string weights_key = "base";
+  std::shared_ptr<const svf::Adapter> adapter;
   if (strategy == Strategy::kClassifier) {
     const std::string name = classifier_among(experts);
     if (name.empty() || !store_.find(name)) {
@@ -149,90 +116,102 @@ Decision Dispatcher::decide(Strategy strategy, const std::string& prompt) {
                                                        "\"dispatch\": \"classifier\" or name it with --classifier-expert"
                                                      : "the classifier strategy needs the classification expert '" + name + "' loaded");
     }
-    adapted = store_.weights(svf::Adaptation::expert(name));
-    weights_key = name;
+    adapter = store_.adapter(svf::Adaptation::expert(name));
   }
-  const model::ProjectionSet& weights = adapted ? *adapted : model_.base_projections();
   const std::vector<Category> categories = categories_among(experts);
-  const std::vector<std::string> labels = labels_of(categories);
-  const CachedPrefix& p = prefix(weights_key, weights, categories);
-  d.cached_tokens = static_cast<int64_t>(p.prompt.tokens.size());
-
-  SlotLease work(cache_);
-  cache_.copy_prefix(p.slot, work.slot(), d.cached_tokens);
+  pass.labels = labels_of(categories);
+  const AdaptationPrompt::Prefix& fixed = prefix(categories);
+  const auto cached = static_cast<int64_t>(fixed.tokens.size());
   if (options_.constrained) {
-    d.scores = score_labels(labels, work.slot(), prompt, weights, d.prompt_tokens);
-    d.label = std::max_element(d.scores.begin(), d.scores.end(), [](const auto& a, const auto& b) { return a.second < b.second; })->first;
+    auto candidates = prompt_.candidates(prompt, pass.labels, cached);
+    pass.scoring = engine::ScoringRequest{fixed.tokens, std::move(candidates.shared), std::move(candidates.label_tokens), adapter};
   } else {
-    const auto context = prompt_.request_tokens(prompt, d.cached_tokens, options_.max_answer_tokens);
-    d.prompt_tokens = static_cast<int64_t>(context.size());
-    const at::Tensor logits = model_.forward({{work.slot(), context}}, cache_, weights);
-    const std::string answer = generate_answer(work.slot(), logits, weights, d.prompt_tokens);
-    const std::string label = answer.substr(0, answer.find('}'));
-    d.label = std::find(labels.begin(), labels.end(), label) != labels.end() ? label : kOthersLabel;
+    // Greedy free text after "\boxed{", as the reference dispatches, up to the closing brace.
+    engine::GenerationRequest answer;
+    answer.prompt = fixed.tokens;
+    const auto rest = prompt_.request_tokens(prompt, cached, options_.max_answer_tokens);
+    answer.prompt.insert(answer.prompt.end(), rest.begin(), rest.end());
+    answer.sampling.temperature = 0;
+    answer.max_tokens = options_.max_answer_tokens;
+    answer.stop = {"}"};
+    answer.ignore_eos = false;
+    answer.adapter = adapter;
+    pass.answer = std::move(answer);
   }
-  d.adaptation = d.label == kOthersLabel ? svf::Adaptation::base() : svf::Adaptation::expert(d.label);
-  d.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return pass;
+}
+
+Decision Dispatcher::decision(const Pass1& pass, const std::string& label) const {
+  Decision d;
+  d.strategy = pass.strategy;
+  d.scoring = options_.scoring;
+  d.label = label;
+  d.adaptation = label == kOthersLabel ? svf::Adaptation::base() : svf::Adaptation::expert(label);
+  d.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - pass.started).count();
   return d;
 }
 
-std::map<std::string, double> Dispatcher::score_labels(const std::vector<std::string>& labels, int64_t work_slot,
-                                                       const std::string& request, const model::ProjectionSet& weights,
-                                                       int64_t& tokens_run) {
-  // The shared part runs once, each label's own tokens after it.
-  const auto candidates = prompt_.candidates(request, labels, cache_.length(work_slot));
-  const at::Tensor first = model_.forward({{work_slot, candidates.shared}}, cache_, weights)[0].log_softmax(-1).cpu();
-  tokens_run = static_cast<int64_t>(candidates.shared.size());
-
-  std::map<std::string, double> log_likelihood;
-  for (size_t begin = 0; begin < labels.size();) {
-    const auto group = std::min<size_t>(static_cast<size_t>(cache_.free_slots()), labels.size() - begin);
-    if (group == 0) throw Error("dispatch: no KV slot free for label scoring");
-    std::vector<std::unique_ptr<SlotLease>> leases;
-    std::vector<model::Chunk> chunks;
-    std::vector<size_t> members;
-    for (size_t i = begin; i < begin + group; ++i) {
-      const auto& own = candidates.label_tokens[i];
-      log_likelihood[labels[i]] = first[own[0]].item<double>();
-      if (own.size() < 2) continue;  // a one-token label needs no further forward
-      leases.push_back(std::make_unique<SlotLease>(cache_));
-      cache_.copy_prefix(work_slot, leases.back()->slot(), cache_.length(work_slot));
-      chunks.push_back({leases.back()->slot(), {own.begin(), own.end() - 1}});
-      members.push_back(i);
-      tokens_run += static_cast<int64_t>(chunks.back().tokens.size());
-    }
-    if (!chunks.empty()) {
-      const at::Tensor logp = model_.forward(chunks, cache_, weights, model::LogitsScope::kAllTokens).log_softmax(-1).cpu();
-      for (size_t b = 0; b < members.size(); ++b) {
-        const auto& own = candidates.label_tokens[members[b]];
-        for (size_t t = 1; t < own.size(); ++t) {
-          log_likelihood[labels[members[b]]] += logp[static_cast<int64_t>(b)][static_cast<int64_t>(t - 1)][own[t]].item<double>();
-        }
-      }
-    }
-    begin += group;
+Decision Dispatcher::decide(const Pass1& pass, const engine::ScoreEvent& scores) const {
+  if (!pass.scoring || scores.logprobs.size() != pass.labels.size()) throw Error("dispatch: scores do not match the labels");
+  std::map<std::string, double> by_label;
+  for (size_t i = 0; i < pass.labels.size(); ++i) {
+    double log_likelihood = 0;
+    for (const double lp : scores.logprobs[i]) log_likelihood += lp;
+    by_label[pass.labels[i]] = label_score(options_.scoring, log_likelihood, static_cast<int64_t>(scores.logprobs[i].size()));
   }
-  std::map<std::string, double> scores;
-  for (size_t i = 0; i < labels.size(); ++i) {
-    scores[labels[i]] = label_score(options_.scoring, log_likelihood.at(labels[i]),
-                                    static_cast<int64_t>(candidates.label_tokens[i].size()));
-  }
-  return scores;
+  const auto best = std::max_element(by_label.begin(), by_label.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  Decision d = decision(pass, best->first);
+  d.scores = std::move(by_label);
+  d.prompt_tokens = scores.tokens_run;
+  d.cached_tokens = scores.cached_tokens;
+  return d;
 }
 
-std::string Dispatcher::generate_answer(int64_t work_slot, at::Tensor logits, const model::ProjectionSet& weights,
-                                        int64_t& tokens_run) {
-  // Greedy free text after "\boxed{", as the reference dispatches, up to the closing brace.
-  std::vector<int64_t> answer;
-  std::string text;
-  for (int64_t i = 0; i < options_.max_answer_tokens; ++i) {
-    answer.push_back(logits[0].argmax().item<int64_t>());
-    text = tokenizer_.decode(answer);
-    if (text.find('}') != std::string::npos || cache_.length(work_slot) >= cache_.capacity()) break;
-    logits = model_.forward({{work_slot, {answer.back()}}}, cache_, weights);
-    ++tokens_run;
+Decision Dispatcher::decide(const Pass1& pass, const std::string& answer, int64_t tokens_run) const {
+  const std::string label = answer.substr(0, answer.find('}'));
+  const bool known = std::find(pass.labels.begin(), pass.labels.end(), label) != pass.labels.end();
+  Decision d = decision(pass, known ? label : kOthersLabel);
+  d.prompt_tokens = tokens_run;
+  return d;
+}
+
+std::vector<Decision> run_pass1(Dispatcher& dispatcher, engine::Engine& engine, Strategy strategy,
+                                const std::vector<std::string>& prompts) {
+  struct Pending {
+    size_t index;
+    Pass1 pass;
+    std::string answer;
+    int64_t answer_tokens = 0;
+  };
+  std::vector<Decision> decisions(prompts.size());
+  std::map<engine::SequenceId, Pending> pending;
+  size_t next = 0;
+  while (next < prompts.size() || !pending.empty()) {
+    // Free-text answers take sequence slots; scoring requests queue in the engine.
+    while (next < prompts.size() && (dispatcher.constrained() || engine.has_capacity())) {
+      Pass1 pass = dispatcher.plan(strategy, prompts[next]);
+      const engine::SequenceId id = pass.scoring ? engine.score(*pass.scoring) : engine.add(*pass.answer);
+      pending.emplace(id, Pending{next++, std::move(pass), {}, 0});
+    }
+    const engine::StepOutput out = engine.step();
+    for (const auto& scores : out.scores) {
+      const auto it = pending.find(scores.request);
+      if (it == pending.end()) continue;
+      decisions[it->second.index] = dispatcher.decide(it->second.pass, scores);
+      pending.erase(it);
+    }
+    for (const auto& token : out.tokens) {
+      const auto it = pending.find(token.sequence);
+      if (it == pending.end()) continue;
+      it->second.answer += token.text;
+      ++it->second.answer_tokens;
+      if (!token.finish) continue;
+      const auto tokens_run = static_cast<int64_t>(it->second.pass.answer->prompt.size()) + it->second.answer_tokens;
+      decisions[it->second.index] = dispatcher.decide(it->second.pass, it->second.answer, tokens_run);
+      pending.erase(it);
+    }
   }
-  return text;
+  return decisions;
 }
 
 }  // namespace t2::dispatch

@@ -1,6 +1,7 @@
 #include "t2/engine/engine.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include <c10/core/InferenceMode.h>
 
@@ -24,14 +25,24 @@ const char* to_string(FinishReason reason) {
 }
 
 Engine::Engine(const model::Transformer& model, std::optional<tokenizer::Tokenizer> tokenizer,
-               std::vector<int64_t> eos_token_ids, EngineOptions options)
+               std::vector<int64_t> eos_token_ids, EngineOptions options, svf::AdapterStore* store)
     : model_(model),
       tokenizer_(std::move(tokenizer)),
       eos_token_ids_(std::move(eos_token_ids)),
-      cache_(model.config(), options.max_sequences,
+      options_(options),
+      store_(store),
+      cache_(model.config(), options.max_sequences + options.scratch_slots,
              options.context_length > 0 ? std::min(options.context_length, model.config().max_position_embeddings)
                                         : model.config().max_position_embeddings,
-             model.placement()) {}
+             model.placement()) {
+  if (options_.max_step_tokens < options_.max_sequences) {
+    throw InvalidArgument("max_step_tokens", "the step token budget must cover one decode token per sequence");
+  }
+  // One slot per row a step can hold at most, plus the base.
+  if (store_ != nullptr && !store_->factors().empty()) {
+    table_.emplace(model_, store_->factors(), options_.max_sequences + options_.scratch_slots + 1);
+  }
+}
 
 SequenceId Engine::add(GenerationRequest request) {
   request.sampling.validate();
@@ -49,10 +60,11 @@ SequenceId Engine::add(GenerationRequest request) {
       throw InvalidArgument("prompt", "token id " + std::to_string(token) + " is outside the vocabulary");
     }
   }
-  if (request.projections && request.projections->num_layers() != model_.config().num_layers) {
-    throw InvalidArgument("projections", "adapted weights do not match the model's layer count");
+  if (request.adapter && request.adapter->dense && request.adapter->dense->num_layers() != model_.config().num_layers) {
+    throw InvalidArgument("adapter", "adapted weights do not match the model's layer count");
   }
   if (!tokenizer_ && !request.stop.empty()) throw InvalidArgument("stop", "stop strings need a tokenizer");
+  if (!has_capacity()) throw Error("engine: all " + std::to_string(options_.max_sequences) + " sequence slots are in use");
   const int64_t slot = cache_.allocate();
   const SequenceId id = next_id_++;
   Sampler sampler(request.sampling);
@@ -64,50 +76,267 @@ SequenceId Engine::add(GenerationRequest request) {
   return id;
 }
 
-void Engine::cancel(SequenceId id) {
-  const auto it = sequences_.find(id);
-  if (it == sequences_.end()) return;
-  cache_.release(it->second.slot);
-  sequences_.erase(it);
-}
-
-const model::ProjectionSet& Engine::projections_of(const Sequence& sequence) const {
-  return sequence.request.projections ? *sequence.request.projections : model_.base_projections();
-}
-
-std::vector<TokenEvent> Engine::step() {
-  c10::InferenceMode inference;
-  std::vector<TokenEvent> events;
-  // Prompts run one per forward so a long prompt pads nothing else; decodes
-  // batch together, one forward per set of weights.
-  std::map<const model::ProjectionSet*, std::vector<Sequence*>> decode_groups;
-  std::vector<Sequence*> prefills;
-  for (auto& [id, sequence] : sequences_) {
-    if (sequence.prefilled) {
-      decode_groups[&projections_of(sequence)].push_back(&sequence);
-    } else {
-      prefills.push_back(&sequence);
-    }
+SequenceId Engine::score(ScoringRequest request) {
+  if (request.context.empty()) throw InvalidArgument("context", "a scoring request needs context tokens");
+  if (request.continuations.empty()) throw InvalidArgument("continuations", "nothing to score");
+  int64_t longest = 0;
+  for (const auto& c : request.continuations) {
+    if (c.empty()) throw InvalidArgument("continuations", "a continuation has no tokens");
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(c.size()));
   }
-  for (Sequence* sequence : prefills) run({sequence}, /*prefill=*/true, events);
-  for (const auto& [weights, group] : decode_groups) run(group, /*prefill=*/false, events);
+  const auto length = static_cast<int64_t>(request.prefix.size() + request.context.size()) + longest;
+  if (length > cache_.capacity()) {
+    throw InvalidArgument("prompt", "pass 1 needs " + std::to_string(length) + " tokens; the context holds " +
+                                        std::to_string(cache_.capacity()));
+  }
+  std::set<std::vector<int64_t>> rows;
+  for (const auto& c : request.continuations) rows.insert({c.begin(), c.end() - 1});
+  if (static_cast<int64_t>(rows.size()) + 1 > options_.scratch_slots) {
+    throw InvalidArgument("continuations", "scoring " + std::to_string(rows.size()) + " continuations needs more than the " +
+                                               std::to_string(options_.scratch_slots) + " scratch KV slots");
+  }
+  const SequenceId id = next_id_++;
+  std::string key = request.adapter ? request.adapter->id() : "base";
+  for (const int64_t t : request.prefix) key += "," + std::to_string(t);
+  scorings_.emplace(id, Scoring{id, std::move(request), std::move(key)});
+  return id;
+}
 
-  for (const TokenEvent& event : events) {
+void Engine::cancel(SequenceId id) {
+  if (const auto it = sequences_.find(id); it != sequences_.end()) {
+    cache_.release(it->second.slot);
+    sequences_.erase(it);
+  }
+  scorings_.erase(id);  // scoring slots live only within a step
+}
+
+int64_t Engine::free_scratch_slots() const {
+  // Slots not reserved for sequences that may still be added.
+  return cache_.free_slots() - (options_.max_sequences - static_cast<int64_t>(sequences_.size()));
+}
+
+int64_t Engine::take_scratch_slot() {
+  if (free_scratch_slots() <= 0) {
+    auto victim = prefixes_.end();
+    for (auto it = prefixes_.begin(); it != prefixes_.end(); ++it) {
+      if (it->second.last_step < steps_ && (victim == prefixes_.end() || it->second.last_step < victim->second.last_step)) victim = it;
+    }
+    if (victim == prefixes_.end()) return -1;
+    cache_.release(victim->second.slot);
+    prefixes_.erase(victim);
+  }
+  return cache_.allocate();
+}
+
+void Engine::plan_scoring(std::vector<Row>& rows, int64_t& budget, std::vector<int64_t>& scratch) {
+  std::set<std::string> filling;  // prefixes being filled this step
+  for (auto& [id, s] : scorings_) {
+    const ScoringRequest& r = s.request;
+    const auto cached = prefixes_.find(s.prefix_key);
+    if (!r.prefix.empty() && cached == prefixes_.end()) {
+      // Fill the prefix this step; the request scores in the next.
+      if (filling.count(s.prefix_key) > 0) continue;
+      const auto n = static_cast<int64_t>(r.prefix.size());
+      if (n > budget && !rows.empty()) break;
+      const int64_t slot = take_scratch_slot();
+      if (slot < 0) break;
+      prefixes_[s.prefix_key] = {slot, n, steps_};
+      filling.insert(s.prefix_key);
+      Row row;
+      row.chunk = {slot, r.prefix, 0};
+      row.adapter = r.adapter;
+      row.prefix = true;
+      rows.push_back(std::move(row));
+      budget -= n;
+      continue;
+    }
+    if (filling.count(s.prefix_key) > 0) continue;
+    // One row per distinct continuation head (all but its last token): the
+    // row's logits score every continuation that shares it.
+    std::map<std::vector<int64_t>, std::vector<size_t>> heads;
+    for (size_t c = 0; c < r.continuations.size(); ++c) {
+      const auto& tokens = r.continuations[c];
+      heads[{tokens.begin(), tokens.end() - 1}].push_back(c);
+    }
+    int64_t tokens = 0;
+    for (const auto& [head, members] : heads) tokens += static_cast<int64_t>(r.context.size() + head.size());
+    if ((tokens > budget && !rows.empty()) || free_scratch_slots() < static_cast<int64_t>(heads.size())) break;
+    if (cached != prefixes_.end()) cached->second.last_step = steps_;  // not evicted while copied from
+    for (const auto& [head, members] : heads) {
+      const int64_t slot = take_scratch_slot();
+      scratch.push_back(slot);
+      if (cached != prefixes_.end()) cache_.copy_prefix(cached->second.slot, slot, cached->second.length);
+      Row row;
+      row.chunk.slot = slot;
+      row.chunk.tokens = r.context;
+      row.chunk.tokens.insert(row.chunk.tokens.end(), head.begin(), head.end());
+      row.chunk.logits = static_cast<int64_t>(head.size()) + 1;
+      row.adapter = r.adapter;
+      row.scoring = &s;
+      row.continuations = members;
+      rows.push_back(std::move(row));
+    }
+    budget -= tokens;
+  }
+}
+
+StepOutput Engine::step() {
+  c10::InferenceMode inference;
+  StepOutput out;
+  ++steps_;
+  // Decodes first (they form one contiguous single-token attention group),
+  // then scoring rows, then prompt chunks in admission order within the budget.
+  std::vector<Row> rows;
+  int64_t budget = options_.max_step_tokens;
+  for (auto& [id, s] : sequences_) {
+    if (s.prefilled < static_cast<int64_t>(s.request.prompt.size())) continue;
+    Row row;
+    row.chunk = {s.slot, {s.last_token}, 1};
+    row.adapter = s.request.adapter;
+    row.sequence = &s;
+    rows.push_back(std::move(row));
+    --budget;
+  }
+  std::vector<int64_t> scratch;  // scoring slots, freed after the step
+  plan_scoring(rows, budget, scratch);
+  for (auto& [id, s] : sequences_) {
+    const auto prompt = static_cast<int64_t>(s.request.prompt.size());
+    if (s.prefilled >= prompt) continue;
+    if (budget <= 0) break;
+    const int64_t take = std::min(prompt - s.prefilled, budget);
+    const auto begin = s.request.prompt.begin() + s.prefilled;
+    Row row;
+    row.chunk = {s.slot, {begin, begin + take}, s.prefilled + take == prompt ? 1 : 0};
+    row.adapter = s.request.adapter;
+    row.sequence = &s;
+    rows.push_back(std::move(row));
+    budget -= take;
+  }
+  if (rows.empty()) return out;
+
+  std::vector<model::Chunk> chunks;
+  for (const Row& row : rows) {
+    chunks.push_back(row.chunk);
+    out.tokens_run += static_cast<int64_t>(row.chunk.tokens.size());
+  }
+  out.rows = static_cast<int64_t>(rows.size());
+  at::Tensor logits;
+  try {
+    const model::AdapterBatch weights = weights_for(rows, out);
+    logits = model_.forward(chunks, cache_, weights);
+  } catch (...) {
+    for (const int64_t slot : scratch) cache_.release(slot);
+    for (const Row& row : rows) {
+      if (row.prefix) {
+        for (auto it = prefixes_.begin(); it != prefixes_.end(); ++it) {
+          if (it->second.slot == row.chunk.slot) {
+            cache_.release(it->second.slot);
+            prefixes_.erase(it);
+            break;
+          }
+        }
+      }
+    }
+    throw;
+  }
+  emit(rows, logits, out);
+  for (const int64_t slot : scratch) cache_.release(slot);
+  for (const TokenEvent& event : out.tokens) {
     if (event.finish) cancel(event.sequence);
   }
-  return events;
+  for (const ScoreEvent& event : out.scores) scorings_.erase(event.request);
+  return out;
 }
 
-void Engine::run(const std::vector<Sequence*>& group, bool prefill, std::vector<TokenEvent>& events) {
-  std::vector<model::Chunk> chunks;
-  chunks.reserve(group.size());
-  for (const Sequence* s : group) {
-    chunks.push_back({s->slot, prefill ? s->request.prompt : std::vector<int64_t>{s->last_token}});
+model::AdapterBatch Engine::weights_for(const std::vector<Row>& rows, StepOutput& out) {
+  std::map<std::string, const std::shared_ptr<const svf::Adapter>*> distinct;
+  for (const Row& row : rows) distinct.emplace(row.adapter ? row.adapter->id() : "base", &row.adapter);
+  if (distinct.size() == 1) {
+    const std::shared_ptr<const svf::Adapter>& only = *distinct.begin()->second;
+    if (!only) return model::AdapterBatch(model_.base_projections());
+    if (only->dense) return model::AdapterBatch(*only->dense);
+    if (store_ != nullptr && options_.dense_fast_path) {
+      if (auto composed = store_->dense(*only)) {
+        // The store may evict it meanwhile; this reference keeps it for the step.
+        dense_hold_ = std::move(composed);
+        return model::AdapterBatch(*dense_hold_);
+      }
+      // Alone in the batch: worth its dense fast path, composed off this thread.
+      store_->compose_in_background(only);
+    }
   }
-  at::Tensor logits = model_.forward(chunks, cache_, projections_of(*group.front()));  // [B, V] float32
+  if (!table_) throw InvalidArgument("adapter", "rows with different adaptations need the SVD factors (an adapter store)");
+  // The factored path: every row's scale row in the table.
+  table_->begin_step();
+  std::vector<bool> adapted(static_cast<size_t>(model_.config().num_layers * model::kNumProjections), false);
+  std::map<std::string, int64_t> slots;
+  for (const auto& [id, adapter] : distinct) {
+    if (!*adapter) {
+      slots[id] = svf::AdapterTable::kBaseSlot;
+      continue;
+    }
+    if ((*adapter)->scales.empty() && (*adapter)->dense) {
+      throw InvalidArgument("adapter", "adapter '" + (*adapter)->key + "' has dense weights only and cannot share a step");
+    }
+    slots[id] = table_->slot_for(**adapter);
+    table_->mark_adapted(**adapter, adapted);
+  }
+  std::vector<int64_t> token_slots;
+  for (const Row& row : rows) {
+    const int64_t slot = slots.at(row.adapter ? row.adapter->id() : "base");
+    token_slots.insert(token_slots.end(), row.chunk.tokens.size(), slot);
+  }
+  out.factored = true;
+  return model::AdapterBatch::factored(model_.base_projections(), table_->factor_table(), token_slots, std::move(adapted),
+                                       model_.placement().device);
+}
+
+void Engine::emit(const std::vector<Row>& rows, const at::Tensor& all_logits, StepOutput& out) {
+  // Rows that produce a token, their logits row each; scoring rows apart.
+  std::vector<int64_t> token_rows;
+  std::vector<const Row*> samplers;
+  int64_t offset = 0;
+  std::map<const Scoring*, ScoreEvent> scores;
+  at::Tensor host_logprobs;  // scoring rows' log-softmax, on the host when any
+  std::vector<std::pair<const Row*, int64_t>> scoring_rows;
+  for (const Row& row : rows) {
+    if (row.sequence != nullptr && row.chunk.logits == 1) {
+      token_rows.push_back(offset);
+      samplers.push_back(&row);
+    } else if (row.scoring != nullptr) {
+      scoring_rows.emplace_back(&row, offset);
+    }
+    offset += row.chunk.logits;
+  }
+  if (!scoring_rows.empty()) host_logprobs = all_logits.log_softmax(-1).to(at::kCPU, at::kDouble);
+  for (const auto& [row, first] : scoring_rows) {
+    const Scoring& s = *row->scoring;
+    ScoreEvent& event = scores[&s];
+    event.request = s.id;
+    event.logprobs.resize(s.request.continuations.size());
+    event.tokens_run += static_cast<int64_t>(row->chunk.tokens.size());
+    event.cached_tokens = static_cast<int64_t>(s.request.prefix.size());
+    const auto* data = host_logprobs.data_ptr<double>();
+    const int64_t vocab = host_logprobs.size(1);
+    for (const size_t c : row->continuations) {
+      const auto& tokens = s.request.continuations[c];
+      for (size_t t = 0; t < tokens.size(); ++t) {
+        event.logprobs[c].push_back(data[(first + static_cast<int64_t>(t)) * vocab + tokens[t]]);
+      }
+    }
+  }
+  for (auto& [scoring, event] : scores) out.scores.push_back(std::move(event));
+  for (const Row& row : rows) {
+    Sequence* s = row.sequence;
+    if (s != nullptr && s->prefilled < static_cast<int64_t>(s->request.prompt.size())) {
+      s->prefilled += static_cast<int64_t>(row.chunk.tokens.size());
+    }
+  }
+  if (token_rows.empty()) return;
+
+  at::Tensor logits = all_logits.index_select(0, at::tensor(token_rows, at::kLong).to(all_logits.device()));
   // Models pad their vocabulary past the tokenizer's; those ids have no text.
   if (tokenizer_ && tokenizer_->vocab_size() < logits.size(1)) logits = logits.narrow(1, 0, tokenizer_->vocab_size());
-
   // Greedy rows need only argmax and the normaliser from the device; the
   // others take their whole row to the host sampler.
   const at::Tensor best = logits.argmax(-1);
@@ -116,27 +345,26 @@ void Engine::run(const std::vector<Sequence*>& group, bool prefill, std::vector<
   const at::Tensor logprob_host = logprob_of_best.to(at::kCPU);
   const int64_t vocab = logits.size(1);
   int top_k = 0;
-  for (const Sequence* s : group) top_k = std::max(top_k, s->request.top_logprobs);
+  for (const Row* row : samplers) top_k = std::max(top_k, row->sequence->request.top_logprobs);
   at::Tensor top_values, top_indices;
   if (top_k > 0) {
     auto [values, indices] = logits.log_softmax(-1).topk(std::min<int64_t>(top_k, vocab), -1);
     top_values = values.to(at::kCPU);
     top_indices = indices.to(at::kCPU);
   }
-  for (size_t b = 0; b < group.size(); ++b) {
-    Sequence& s = *group[b];
+  for (size_t b = 0; b < samplers.size(); ++b) {
+    Sequence& s = *samplers[b]->sequence;
+    const auto i = static_cast<int64_t>(b);
     Sample sample{};
     if (is_greedy(s.request.sampling)) {
-      sample = {best_host[static_cast<int64_t>(b)].item<int64_t>(), logprob_host[static_cast<int64_t>(b)].item<float>()};
+      sample = {best_host[i].item<int64_t>(), logprob_host[i].item<float>()};
     } else {
-      const at::Tensor row = logits[static_cast<int64_t>(b)].to(at::kCPU).contiguous();
+      const at::Tensor row = logits[i].to(at::kCPU).contiguous();
       sample = s.sampler.sample(row.data_ptr<float>(), vocab);
     }
-    s.prefilled = true;
-    events.push_back(advance(s, sample));
+    out.tokens.push_back(advance(s, sample));
     for (int k = 0; k < s.request.top_logprobs; ++k) {
-      events.back().top_logprobs.emplace_back(top_indices[static_cast<int64_t>(b)][k].item<int64_t>(),
-                                              top_values[static_cast<int64_t>(b)][k].item<float>());
+      out.tokens.back().top_logprobs.emplace_back(top_indices[i][k].item<int64_t>(), top_values[i][k].item<float>());
     }
   }
 }

@@ -64,7 +64,10 @@ Scheduler::Scheduler(const model::Transformer& model, tokenizer::Tokenizer token
     : store_(store),
       dispatcher_(dispatcher),
       options_(options),
-      engine_(model, std::move(tokenizer), std::move(eos_token_ids), {options.max_batch, options.context}),
+      engine_(model, std::move(tokenizer), std::move(eos_token_ids),
+              {options.max_batch, options.context, options.max_step_tokens, options.dispatch_slots}, &store),
+      kv_cache_bytes_(engine_.kv_cache_bytes()),
+      adapter_table_bytes_(engine_.adapter_table_bytes()),
       thread_([this] { loop(); }) {}
 
 Scheduler::~Scheduler() { drain(); }
@@ -96,8 +99,26 @@ void Scheduler::drain() {
 }
 
 Scheduler::Stats Scheduler::stats() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return {static_cast<int64_t>(queue_.size()), running_count_.load(), steps_.load()};
+  Stats s;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    s.queue_depth = static_cast<int64_t>(queue_.size());
+  }
+  s.dispatching = dispatching_count_.load();
+  s.running = running_count_.load();
+  s.steps = steps_.load();
+  s.factored_steps = factored_steps_.load();
+  s.step_tokens = step_tokens_.load();
+  s.kv_cache_bytes = kv_cache_bytes_;
+  s.adapter_table_bytes = adapter_table_bytes_;
+  return s;
+}
+
+int64_t Scheduler::reserved_slots() const {
+  // Running sequences, plus the n of every job in pass 1 (and its free-text answer's own sequence).
+  int64_t reserved = static_cast<int64_t>(running_.size());
+  for (const auto& [id, d] : dispatching_) reserved += d.queued.job.n + (d.pass.answer ? 1 : 0);
+  return reserved;
 }
 
 void Scheduler::loop() {
@@ -105,43 +126,96 @@ void Scheduler::loop() {
     std::vector<Queued> admitted;
     {
       std::unique_lock<std::mutex> lock(mutex_);
+      const bool busy = !running_.empty() || !dispatching_.empty();
       // Idle: sleep until a job arrives. Busy: poll briefly for cancellations between steps.
-      wake_.wait_for(lock, std::chrono::milliseconds(running_.empty() ? 1000 : 0),
-                     [&] { return !queue_.empty() || draining_ || !running_.empty(); });
-      if (draining_ && queue_.empty() && running_.empty()) return;
-      int64_t free = options_.max_batch - static_cast<int64_t>(running_.size());
-      while (!queue_.empty() && queue_.front().job.n <= free) {
-        free -= queue_.front().job.n;
+      wake_.wait_for(lock, std::chrono::milliseconds(busy ? 0 : 1000),
+                     [&] { return !queue_.empty() || draining_ || busy; });
+      if (draining_ && queue_.empty() && running_.empty() && dispatching_.empty()) return;
+      // A free-text pass 1 needs a sequence slot of its own beside the job's n.
+      int64_t free = options_.max_batch - reserved_slots();
+      while (!queue_.empty()) {
+        const Job& next = queue_.front().job;
+        const bool free_text = (next.strategy == dispatch::Strategy::kPrompt || next.strategy == dispatch::Strategy::kClassifier) &&
+                               !dispatcher_.constrained();
+        const int64_t need = next.n + (free_text ? 1 : 0);
+        if (need > free) break;
+        free -= need;
         admitted.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
     }
     for (auto& queued : admitted) admit(std::move(queued));
     drop_cancelled_and_expired();
-    if (running_.empty()) continue;
-    std::vector<TokenEvent> events;
+    if (running_.empty() && dispatching_.empty()) continue;
+    StepOutput output;
     try {
-      events = engine_.step();
+      output = engine_.step();
       ++steps_;
+      if (output.factored) ++factored_steps_;
+      step_tokens_ += output.tokens_run;
     } catch (const std::exception& e) {
-      // A failed step (e.g. out of device memory) ends every running job, not the server.
-      log::error(std::string("decode step failed: ") + e.what());
-      for (auto& [id, r] : running_) r.handle->push(JobEvent::failed(r.choice, ErrorKind::kInternal, e.what()));
-      std::vector<SequenceId> ids;
-      for (const auto& [id, r] : running_) ids.push_back(id);
-      for (const SequenceId id : ids) {
-        engine_.cancel(id);
-        finish_choice(id);
+      // A failed step (e.g. out of device memory) ends every job in the engine, not the server.
+      log::error(std::string("engine step failed: ") + e.what());
+      fail_everything(e.what());
+      continue;
+    }
+    handle_step(std::move(output));
+  }
+}
+
+void Scheduler::fail_everything(const std::string& message) {
+  for (auto& [id, r] : running_) r.handle->push(JobEvent::failed(r.choice, ErrorKind::kInternal, message));
+  std::vector<SequenceId> ids;
+  for (const auto& [id, r] : running_) ids.push_back(id);
+  for (const SequenceId id : ids) {
+    engine_.cancel(id);
+    finish_choice(id);
+  }
+  for (auto& [id, d] : dispatching_) {
+    engine_.cancel(id);
+    d.queued.handle->push(JobEvent::failed(0, ErrorKind::kInternal, message));
+    d.queued.handle->close();
+  }
+  dispatching_.clear();
+  dispatching_count_ = 0;
+}
+
+void Scheduler::handle_step(StepOutput output) {
+  for (const ScoreEvent& scores : output.scores) {
+    const auto it = dispatching_.find(scores.request);
+    if (it == dispatching_.end()) continue;
+    Dispatching d = std::move(it->second);
+    dispatching_.erase(it);
+    dispatching_count_ = static_cast<int64_t>(dispatching_.size());
+    try {
+      start_generation(std::move(d.queued), dispatcher_.decide(d.pass, scores));
+    } catch (const std::exception& e) {
+      d.queued.handle->push(JobEvent::failed(0, kind_of(e), e.what()));
+      d.queued.handle->close();
+    }
+  }
+  for (TokenEvent& event : output.tokens) {
+    if (const auto d = dispatching_.find(event.sequence); d != dispatching_.end()) {
+      d->second.answer += event.text;
+      ++d->second.answer_tokens;
+      if (!event.finish) continue;
+      Dispatching done = std::move(d->second);
+      dispatching_.erase(d);
+      dispatching_count_ = static_cast<int64_t>(dispatching_.size());
+      const auto tokens_run = static_cast<int64_t>(done.pass.answer->prompt.size()) + done.answer_tokens;
+      try {
+        start_generation(std::move(done.queued), dispatcher_.decide(done.pass, done.answer, tokens_run));
+      } catch (const std::exception& e) {
+        done.queued.handle->push(JobEvent::failed(0, kind_of(e), e.what()));
+        done.queued.handle->close();
       }
       continue;
     }
-    for (TokenEvent& event : events) {
-      const auto it = running_.find(event.sequence);
-      if (it == running_.end()) continue;
-      const bool finished = event.finish.has_value();
-      it->second.handle->push(JobEvent::generated(it->second.choice, std::move(event)));
-      if (finished) finish_choice(it->first);
-    }
+    const auto it = running_.find(event.sequence);
+    if (it == running_.end()) continue;
+    const bool finished = event.finish.has_value();
+    it->second.handle->push(JobEvent::generated(it->second.choice, std::move(event)));
+    if (finished) finish_choice(it->first);
   }
 }
 
@@ -157,14 +231,17 @@ void Scheduler::admit(Queued queued) {
     handle->close();
     return;
   }
-  std::vector<SequenceId> ids;
   try {
     dispatch::Decision decision;
     switch (job.strategy) {
       case dispatch::Strategy::kPrompt:
-      case dispatch::Strategy::kClassifier:
-        decision = dispatcher_.decide(job.strategy, job.dispatch_text);
-        break;
+      case dispatch::Strategy::kClassifier: {
+        dispatch::Pass1 pass = dispatcher_.plan(job.strategy, job.dispatch_text);
+        const SequenceId id = pass.scoring ? engine_.score(*pass.scoring) : engine_.add(*pass.answer);
+        dispatching_.emplace(id, Dispatching{std::move(queued), std::move(pass), {}, 0});
+        dispatching_count_ = static_cast<int64_t>(dispatching_.size());
+        return;
+      }
       case dispatch::Strategy::kExplicit:
         decision.strategy = job.strategy;
         decision.adaptation = job.adaptation;
@@ -175,7 +252,19 @@ void Scheduler::admit(Queued queued) {
         decision.label = "base";
         break;
     }
-    job.generation.projections = store_.weights(decision.adaptation);
+    start_generation(std::move(queued), decision);
+  } catch (const std::exception& e) {
+    handle->push(JobEvent::failed(0, kind_of(e), e.what()));
+    handle->close();
+  }
+}
+
+void Scheduler::start_generation(Queued queued, const dispatch::Decision& decision) {
+  Job& job = queued.job;
+  const auto& handle = queued.handle;
+  std::vector<SequenceId> ids;
+  try {
+    job.generation.adapter = store_.adapter(decision.adaptation);
     job.generation.prompt = std::move(job.prompt);
     for (int choice = 0; choice < job.n; ++choice) {
       GenerationRequest request = job.generation;
@@ -183,16 +272,15 @@ void Scheduler::admit(Queued queued) {
       if (request.sampling.seed) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(choice);
       ids.push_back(engine_.add(std::move(request)));
     }
-    // Only now is the job sure to run: an error before this point is reported as its own kind.
-    handle->push(JobEvent::dispatched(decision));
-    open_choices_[handle.get()] = job.n;
-    for (int choice = 0; choice < job.n; ++choice) running_[ids[static_cast<size_t>(choice)]] = {handle, choice, job.deadline};
-    running_count_ = static_cast<int64_t>(running_.size());
-  } catch (const std::exception& e) {
+  } catch (...) {
     for (const SequenceId id : ids) engine_.cancel(id);  // choices added before the failure
-    handle->push(JobEvent::failed(0, kind_of(e), e.what()));
-    handle->close();
+    throw;
   }
+  // Only now is the job sure to run: an error before this point is reported as its own kind.
+  handle->push(JobEvent::dispatched(decision));
+  open_choices_[handle.get()] = job.n;
+  for (int choice = 0; choice < job.n; ++choice) running_[ids[static_cast<size_t>(choice)]] = {handle, choice, job.deadline};
+  running_count_ = static_cast<int64_t>(running_.size());
 }
 
 void Scheduler::drop_cancelled_and_expired() {
@@ -210,6 +298,19 @@ void Scheduler::drop_cancelled_and_expired() {
     engine_.cancel(id);
     finish_choice(id);
   }
+  for (auto it = dispatching_.begin(); it != dispatching_.end();) {
+    const auto& handle = it->second.queued.handle;
+    const bool expired = now > it->second.queued.job.deadline;
+    if (!handle->cancelled() && !expired) {
+      ++it;
+      continue;
+    }
+    if (expired && !handle->cancelled()) handle->push(JobEvent::failed(0, ErrorKind::kTimeout, "the request timed out"));
+    handle->close();
+    engine_.cancel(it->first);
+    it = dispatching_.erase(it);
+  }
+  dispatching_count_ = static_cast<int64_t>(dispatching_.size());
 }
 
 void Scheduler::finish_choice(SequenceId id) {

@@ -39,6 +39,12 @@ int64_t KVCache::free_slots() const {
   return n;
 }
 
+int64_t KVCache::bytes() const {
+  int64_t total = 0;
+  for (size_t l = 0; l < keys_.size(); ++l) total += static_cast<int64_t>(keys_[l].nbytes() + values_[l].nbytes());
+  return total;
+}
+
 void KVCache::check_in_use(int64_t slot) const {
   if (slot < 0 || slot >= max_sequences() || !in_use_[static_cast<size_t>(slot)]) {
     throw Error("KV cache: slot " + std::to_string(slot) + " is not allocated");

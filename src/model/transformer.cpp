@@ -7,17 +7,28 @@
 
 namespace t2::model {
 
-// Everything about where the tokens of one call sit: positions for RoPE, the
-// attention mask over keys, and (with a cache) where K/V are written and read.
-struct Transformer::Attention {
-  at::Tensor cos, sin;   // [B, T, 1, D] in the compute dtype
-  at::Tensor mask;       // [B, 1, T, L] bool, true = may attend
-  // Cache addressing (undefined without a cache):
-  at::Tensor valid_rows;  // flat indices into [B * T] of real tokens; undefined when none is padding
-  at::Tensor write_rows;  // flat indices into [slots * capacity] for those tokens
-  at::Tensor read_slots;  // [B] slots to read, or undefined when they are first_slot.. contiguous
+// Chunks whose queries attend as one [B, T] grid over keys [0, L): the
+// decode tokens of a step form one group, the longer chunks another, so a
+// long prompt pads none of the single-token rows.
+struct AttentionGroup {
+  int64_t batch = 0, length = 0, key_length = 0;  // B, T, L
+  // Grid cell -> packed token (padding repeats a chunk's last token); undefined
+  // when the grid is exactly packed tokens [offset, offset + B * T).
+  at::Tensor gather;
+  int64_t offset = 0;
+  at::Tensor real_cells;     // grid cells holding real tokens (with `gather`)
+  at::Tensor real_tokens;    // their packed token indices
+  at::Tensor mask;           // [B, 1, G * T, L] bool, true = may attend (G query heads per KV head)
+  at::Tensor read_slots;     // [B] cache slots, or undefined when they are first_slot.. contiguous
   int64_t first_slot = 0;
-  int64_t key_length = 0;  // L
+};
+
+// Everything about where the N packed tokens of one call sit.
+struct Transformer::Attention {
+  at::Tensor cos, sin;        // [N, 1, D] in the compute dtype
+  at::Tensor write_rows;      // [N] flat indices into [slots * capacity]; undefined without a cache
+  std::vector<AttentionGroup> groups;
+  int64_t tokens = 0;         // N
 };
 
 at::Tensor rope_inverse_frequencies(const ModelConfig& c) {
@@ -76,73 +87,86 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   return x * cos + rotate_half(x) * sin;
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  return bias.defined() ? at::linear(x, weight, bias) : at::linear(x, weight);
-}
-
 }  // namespace
 
-at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, const ProjectionSet& w,
-                                      KVCache* cache) const {
-  const int64_t B = hidden.size(0);
-  const int64_t T = hidden.size(1);
+at::Tensor Transformer::attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const Attention& attn, KVCache* cache) const {
+  const int64_t N = attn.tokens;
   const int64_t H = config_.num_heads;
   const int64_t KV = config_.num_kv_heads;
   const int64_t G = H / KV;
   const int64_t D = config_.head_dim;
-  const int64_t L = attn.key_length;
-  // Grouped-query attention without copying K/V: the G query heads that share a
-  // KV head are stacked along the query axis, so the mask repeats G times.
-  const at::Tensor mask = attn.mask.unsqueeze(2).expand({B, 1, G, T, L}).reshape({B, 1, G * T, L});
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-
-  for (int64_t l = 0; l < config_.num_layers; ++l) {
-    const LayerWeights& lw = weights_.layers[static_cast<size_t>(l)];
-    const auto bias = [&](Projection p) -> const at::Tensor& { return lw.bias[static_cast<size_t>(p)]; };
-    const at::Tensor x = rms_norm(hidden, lw.input_norm);
-    at::Tensor q = linear(x, w.get(l, Projection::kQ), bias(Projection::kQ)).view({B, T, H, D});
-    at::Tensor k = linear(x, w.get(l, Projection::kK), bias(Projection::kK)).view({B, T, KV, D});
-    at::Tensor v = linear(x, w.get(l, Projection::kV), bias(Projection::kV)).view({B, T, KV, D});
-    q = apply_rope(q, attn.cos, attn.sin);
-    k = apply_rope(k, attn.cos, attn.sin);
-
+  if (cache != nullptr) {
+    at::Tensor& cache_k = cache->keys(layer);
+    at::Tensor& cache_v = cache->values(layer);
+    const int64_t rows = cache_k.size(0) * cache_k.size(1);
+    cache_k.view({rows, KV, D}).index_copy_(0, attn.write_rows, k);
+    cache_v.view({rows, KV, D}).index_copy_(0, attn.write_rows, v);
+  }
+  at::Tensor out;
+  for (const AttentionGroup& g : attn.groups) {
+    const int64_t B = g.batch, T = g.length, L = g.key_length;
+    const auto grid = [&](const at::Tensor& x) {
+      return (g.gather.defined() ? x.index_select(0, g.gather) : x.narrow(0, g.offset, B * T)).view({B, T, -1, D});
+    };
     at::Tensor keys, values;  // [B, KV, L, D]
     if (cache != nullptr) {
-      at::Tensor& cache_k = cache->keys(l);
-      at::Tensor& cache_v = cache->values(l);
-      const int64_t rows = cache_k.size(0) * cache_k.size(1);
-      const auto real_rows = [&](const at::Tensor& x) {
-        const at::Tensor flat = x.reshape({B * T, KV, D});
-        return attn.valid_rows.defined() ? flat.index_select(0, attn.valid_rows) : flat;
-      };
-      cache_k.view({rows, KV, D}).index_copy_(0, attn.write_rows, real_rows(k));
-      cache_v.view({rows, KV, D}).index_copy_(0, attn.write_rows, real_rows(v));
-      if (attn.read_slots.defined()) {
-        keys = cache_k.narrow(1, 0, L).index_select(0, attn.read_slots);
-        values = cache_v.narrow(1, 0, L).index_select(0, attn.read_slots);
+      const at::Tensor& cache_k = cache->keys(layer);
+      const at::Tensor& cache_v = cache->values(layer);
+      if (g.read_slots.defined()) {
+        keys = cache_k.narrow(1, 0, L).index_select(0, g.read_slots);
+        values = cache_v.narrow(1, 0, L).index_select(0, g.read_slots);
       } else {
-        keys = cache_k.narrow(0, attn.first_slot, B).narrow(1, 0, L);
-        values = cache_v.narrow(0, attn.first_slot, B).narrow(1, 0, L);
+        keys = cache_k.narrow(0, g.first_slot, B).narrow(1, 0, L);
+        values = cache_v.narrow(0, g.first_slot, B).narrow(1, 0, L);
       }
-      keys = keys.transpose(1, 2);
-      values = values.transpose(1, 2);
     } else {
-      keys = k.transpose(1, 2);
-      values = v.transpose(1, 2);
+      keys = grid(k);
+      values = grid(v);
     }
-    const at::Tensor grouped_q = q.view({B, T, KV, G, D}).permute({0, 2, 3, 1, 4}).reshape({B, KV, G * T, D});
-    const at::Tensor out = at::scaled_dot_product_attention(grouped_q, keys, values, mask, 0.0, false, scale)
-                               .view({B, KV, G, T, D})
-                               .permute({0, 3, 1, 2, 4})
-                               .reshape({B, T, H * D});
-    hidden = hidden + linear(out, w.get(l, Projection::kO), bias(Projection::kO));
+    // Grouped-query attention without copying K/V: the G query heads that
+    // share a KV head are stacked along the query axis.
+    const at::Tensor grouped_q = grid(q).view({B, T, KV, G, D}).permute({0, 2, 3, 1, 4}).reshape({B, KV, G * T, D});
+    const at::Tensor o = at::scaled_dot_product_attention(grouped_q, keys.transpose(1, 2), values.transpose(1, 2), g.mask,
+                                                          0.0, false, scale)
+                             .view({B, KV, G, T, D})
+                             .permute({0, 3, 1, 2, 4})
+                             .reshape({B * T, H * D});
+    if (attn.groups.size() == 1 && !g.gather.defined() && B * T == N) return o;
+    if (!out.defined()) out = at::empty({N, H * D}, o.options());
+    if (g.gather.defined()) {
+      out.index_copy_(0, g.real_tokens, o.index_select(0, g.real_cells));
+    } else {
+      out.narrow(0, g.offset, B * T).copy_(o);
+    }
+  }
+  return out;
+}
+
+at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, const AdapterBatch& adapters,
+                                      KVCache* cache) const {
+  const int64_t N = attn.tokens;
+  const int64_t H = config_.num_heads;
+  const int64_t KV = config_.num_kv_heads;
+  const int64_t D = config_.head_dim;
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    const LayerWeights& lw = weights_.layers[static_cast<size_t>(l)];
+    const auto project = [&](Projection p, const at::Tensor& x) {
+      return adapters.project(l, p, x, lw.bias[static_cast<size_t>(p)]);
+    };
+    const at::Tensor x = rms_norm(hidden, lw.input_norm);
+    const at::Tensor q = apply_rope(project(Projection::kQ, x).view({N, H, D}), attn.cos, attn.sin);
+    const at::Tensor k = apply_rope(project(Projection::kK, x).view({N, KV, D}), attn.cos, attn.sin);
+    const at::Tensor v = project(Projection::kV, x).view({N, KV, D});
+    hidden = hidden + project(Projection::kO, attend(l, q, k, v, attn, cache));
 
     const at::Tensor y = rms_norm(hidden, lw.post_attention_norm);
-    const at::Tensor gate = linear(y, w.get(l, Projection::kGate), bias(Projection::kGate));
-    const at::Tensor up = linear(y, w.get(l, Projection::kUp), bias(Projection::kUp));
-    hidden = hidden + linear(at::silu(gate) * up, w.get(l, Projection::kDown), bias(Projection::kDown));
+    const at::Tensor gate = project(Projection::kGate, y);
+    const at::Tensor up = project(Projection::kUp, y);
+    hidden = hidden + project(Projection::kDown, at::silu(gate) * up);
   }
-  return rms_norm(hidden, weights_.final_norm);
+  return hidden;
 }
 
 namespace {
@@ -159,84 +183,127 @@ at::Tensor attention_mask(const at::Tensor& start, const at::Tensor& count, int6
   return mask.unsqueeze(1);
 }
 
+// The [B, 1, G*T, L] mask of a group, its G query heads per KV head stacked along the query axis.
+at::Tensor grouped_mask(const at::Tensor& mask, int64_t G) {
+  const int64_t B = mask.size(0), T = mask.size(2), L = mask.size(3);
+  return mask.unsqueeze(2).expand({B, 1, G, T, L}).reshape({B, 1, G * T, L});
+}
+
 }  // namespace
 
-at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache, const ProjectionSet& projections,
-                                LogitsScope scope) const {
+at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache, const AdapterBatch& adapters) const {
   if (chunks.empty()) throw InvalidArgument("chunks", "forward needs at least one sequence");
   const auto B = static_cast<int64_t>(chunks.size());
-  int64_t T = 0;
-  int64_t L = 0;
-  std::vector<int64_t> starts, counts, slots;
+  std::vector<int64_t> starts, offsets;
+  int64_t N = 0;
   for (const Chunk& chunk : chunks) {
     cache.check_in_use(chunk.slot);
     const int64_t start = cache.length(chunk.slot);
     const auto n = static_cast<int64_t>(chunk.tokens.size());
     if (n == 0) throw InvalidArgument("tokens", "a chunk has no tokens");
+    if (chunk.logits < 0 || chunk.logits > n) throw InvalidArgument("logits", "a chunk asks for logits of tokens it lacks");
     if (start + n > cache.capacity() || start + n > config_.max_position_embeddings) {
       throw InvalidArgument("tokens", "sequence of " + std::to_string(start + n) + " tokens exceeds the context of " +
                                           std::to_string(std::min(cache.capacity(), config_.max_position_embeddings)));
     }
-    starts.push_back(start);
-    counts.push_back(n);
-    slots.push_back(chunk.slot);
-    T = std::max(T, n);
-    L = std::max(L, start + n);
-  }
-
-  // Right-padded token and position grids; padding repeats the last real position.
-  std::vector<int64_t> token_grid(static_cast<size_t>(B * T), 0), position_grid(static_cast<size_t>(B * T), 0);
-  std::vector<int64_t> valid_rows, write_rows;
-  for (int64_t b = 0; b < B; ++b) {
-    const auto& tokens = chunks[static_cast<size_t>(b)].tokens;
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t i = std::min(t, counts[static_cast<size_t>(b)] - 1);
-      token_grid[static_cast<size_t>(b * T + t)] = tokens[static_cast<size_t>(i)];
-      position_grid[static_cast<size_t>(b * T + t)] = starts[static_cast<size_t>(b)] + i;
-      if (t < counts[static_cast<size_t>(b)]) {
-        valid_rows.push_back(b * T + t);
-        write_rows.push_back(slots[static_cast<size_t>(b)] * cache.capacity() + starts[static_cast<size_t>(b)] + t);
+    for (const int64_t token : chunk.tokens) {
+      if (token < 0 || token >= config_.vocab_size) {
+        throw InvalidArgument("tokens", "token id " + std::to_string(token) + " is outside the vocabulary of " +
+                                            std::to_string(config_.vocab_size));
       }
     }
+    for (size_t other = 0; other < starts.size(); ++other) {
+      if (chunks[other].slot == chunk.slot) throw InvalidArgument("chunks", "two chunks write the same cache slot");
+    }
+    starts.push_back(start);
+    offsets.push_back(N);
+    N += n;
   }
-  for (const int64_t token : token_grid) {
-    if (token < 0 || token >= config_.vocab_size) {
-      throw InvalidArgument("tokens", "token id " + std::to_string(token) + " is outside the vocabulary of " +
-                                          std::to_string(config_.vocab_size));
+  const auto long_options = at::TensorOptions().dtype(at::kLong);
+  const auto to_device = [&](const std::vector<int64_t>& v) { return at::tensor(v, long_options).to(placement_.device); };
+
+  // Packed tokens, chunk after chunk.
+  std::vector<int64_t> token_ids, positions, write_rows, logit_rows;
+  token_ids.reserve(static_cast<size_t>(N));
+  for (int64_t b = 0; b < B; ++b) {
+    const Chunk& chunk = chunks[static_cast<size_t>(b)];
+    const auto n = static_cast<int64_t>(chunk.tokens.size());
+    for (int64_t t = 0; t < n; ++t) {
+      token_ids.push_back(chunk.tokens[static_cast<size_t>(t)]);
+      positions.push_back(starts[static_cast<size_t>(b)] + t);
+      write_rows.push_back(chunk.slot * cache.capacity() + starts[static_cast<size_t>(b)] + t);
+      if (t >= n - chunk.logits) logit_rows.push_back(offsets[static_cast<size_t>(b)] + t);
     }
   }
-  const auto long_on_device = at::TensorOptions().dtype(at::kLong);
-  const auto to_device = [&](const std::vector<int64_t>& v) {
-    return at::tensor(v, long_on_device).to(placement_.device);
-  };
 
   Attention attn;
-  const at::Tensor positions = to_device(position_grid).view({B, T});
-  attn.cos = rope_cos_.index_select(0, positions.view(-1)).view({B, T, 1, -1}).to(placement_.dtype);
-  attn.sin = rope_sin_.index_select(0, positions.view(-1)).view({B, T, 1, -1}).to(placement_.dtype);
-  attn.mask = attention_mask(to_device(starts), to_device(counts), T, L, config_.sliding_window);
-  // Without padding (every decode step) all rows are real.
-  if (static_cast<int64_t>(valid_rows.size()) != B * T) attn.valid_rows = to_device(valid_rows);
+  attn.tokens = N;
+  const at::Tensor position_index = to_device(positions);
+  attn.cos = rope_cos_.index_select(0, position_index).view({N, 1, -1}).to(placement_.dtype);
+  attn.sin = rope_sin_.index_select(0, position_index).view({N, 1, -1}).to(placement_.dtype);
   attn.write_rows = to_device(write_rows);
-  attn.key_length = L;
-  bool contiguous = true;
-  for (int64_t b = 1; b < B; ++b) contiguous = contiguous && slots[static_cast<size_t>(b)] == slots[0] + b;
-  if (contiguous) {
-    attn.first_slot = slots[0];
-  } else {
-    attn.read_slots = to_device(slots);
+
+  // Single-token chunks attend together; so do the longer ones, padded to the longest.
+  const int64_t G = config_.num_heads / config_.num_kv_heads;
+  for (const bool single : {true, false}) {
+    std::vector<int64_t> members;
+    for (int64_t b = 0; b < B; ++b) {
+      if ((chunks[static_cast<size_t>(b)].tokens.size() == 1) == single) members.push_back(b);
+    }
+    if (members.empty()) continue;
+    AttentionGroup g;
+    g.batch = static_cast<int64_t>(members.size());
+    std::vector<int64_t> group_starts, group_counts, slots;
+    bool packed_in_order = true;
+    for (size_t i = 0; i < members.size(); ++i) {
+      const int64_t b = members[i];
+      const auto n = static_cast<int64_t>(chunks[static_cast<size_t>(b)].tokens.size());
+      g.length = std::max(g.length, n);
+      g.key_length = std::max(g.key_length, starts[static_cast<size_t>(b)] + n);
+      group_starts.push_back(starts[static_cast<size_t>(b)]);
+      group_counts.push_back(n);
+      slots.push_back(chunks[static_cast<size_t>(b)].slot);
+      if (i > 0 && offsets[static_cast<size_t>(b)] != offsets[static_cast<size_t>(members[i - 1])] + g.length) packed_in_order = false;
+    }
+    const bool padded = std::any_of(group_counts.begin(), group_counts.end(), [&](int64_t n) { return n != g.length; });
+    if (padded || !packed_in_order) {
+      std::vector<int64_t> gather, real_cells, real_tokens;
+      for (size_t i = 0; i < members.size(); ++i) {
+        const int64_t offset = offsets[static_cast<size_t>(members[i])];
+        for (int64_t t = 0; t < g.length; ++t) {
+          gather.push_back(offset + std::min(t, group_counts[i] - 1));
+          if (t < group_counts[i]) {
+            real_cells.push_back(static_cast<int64_t>(i) * g.length + t);
+            real_tokens.push_back(offset + t);
+          }
+        }
+      }
+      g.gather = to_device(gather);
+      g.real_cells = to_device(real_cells);
+      g.real_tokens = to_device(real_tokens);
+    } else {
+      g.offset = offsets[static_cast<size_t>(members[0])];
+    }
+    g.mask = grouped_mask(attention_mask(to_device(group_starts), to_device(group_counts), g.length, g.key_length,
+                                         config_.sliding_window),
+                          G);
+    bool contiguous = true;
+    for (size_t i = 1; i < slots.size(); ++i) contiguous = contiguous && slots[i] == slots[0] + static_cast<int64_t>(i);
+    if (contiguous) {
+      g.first_slot = slots[0];
+    } else {
+      g.read_slots = to_device(slots);
+    }
+    attn.groups.push_back(std::move(g));
   }
 
-  const at::Tensor tokens = to_device(token_grid).view({B, T});
-  at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, tokens), attn, projections, &cache);
-  for (int64_t b = 0; b < B; ++b) cache.advance(slots[static_cast<size_t>(b)], counts[static_cast<size_t>(b)]);
-
-  if (scope == LogitsScope::kLastToken) {
-    std::vector<int64_t> last;
-    for (int64_t b = 0; b < B; ++b) last.push_back(b * T + counts[static_cast<size_t>(b)] - 1);
-    hidden = hidden.reshape({B * T, -1}).index_select(0, to_device(last));
-  }
-  return at::linear(hidden, weights_.lm_head).to(at::promote_types(placement_.dtype, at::kFloat));
+  const at::Tensor hidden =
+      decode_layers(at::embedding(weights_.embed_tokens, to_device(token_ids)), attn, adapters, &cache);
+  for (int64_t b = 0; b < B; ++b) cache.advance(chunks[static_cast<size_t>(b)].slot, static_cast<int64_t>(chunks[static_cast<size_t>(b)].tokens.size()));
+  const auto out_dtype = at::promote_types(placement_.dtype, at::kFloat);
+  if (logit_rows.empty()) return at::empty({0, config_.vocab_size}, hidden.options().dtype(out_dtype));
+  const at::Tensor selected = static_cast<int64_t>(logit_rows.size()) == N ? hidden : hidden.index_select(0, to_device(logit_rows));
+  return at::linear(rms_norm(selected, weights_.final_norm), weights_.lm_head).to(out_dtype);
 }
 
 at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector<int64_t>& lengths,
@@ -250,17 +317,26 @@ at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector
     throw InvalidArgument("tokens", "sequence of " + std::to_string(T) + " tokens exceeds the context of " +
                                         std::to_string(config_.max_position_embeddings));
   }
+  // Packed as B * T tokens, padding included: one group over the whole grid.
   const auto long_options = at::TensorOptions().dtype(at::kLong).device(placement_.device);
   Attention attn;
-  const at::Tensor positions = at::arange(T, long_options);
-  attn.cos = rope_cos_.index_select(0, positions).view({1, T, 1, -1}).to(placement_.dtype);
-  attn.sin = rope_sin_.index_select(0, positions).view({1, T, 1, -1}).to(placement_.dtype);
-  attn.mask = attention_mask(at::zeros({B}, long_options), at::tensor(lengths, at::kLong).to(placement_.device), T, T,
-                             config_.sliding_window);
-  attn.key_length = T;
-  const at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, tokens.to(placement_.device)), attn,
-                                          projections, nullptr);
-  return at::linear(hidden, weights_.lm_head).to(at::promote_types(placement_.dtype, at::kFloat));
+  attn.tokens = B * T;
+  const at::Tensor positions = at::arange(T, long_options).repeat({B});
+  attn.cos = rope_cos_.index_select(0, positions).view({B * T, 1, -1}).to(placement_.dtype);
+  attn.sin = rope_sin_.index_select(0, positions).view({B * T, 1, -1}).to(placement_.dtype);
+  AttentionGroup g;
+  g.batch = B;
+  g.length = T;
+  g.key_length = T;
+  g.mask = grouped_mask(attention_mask(at::zeros({B}, long_options), at::tensor(lengths, at::kLong).to(placement_.device),
+                                       T, T, config_.sliding_window),
+                        config_.num_heads / config_.num_kv_heads);
+  attn.groups.push_back(std::move(g));
+  const at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, tokens.to(placement_.device).reshape({-1})),
+                                          attn, projections, nullptr);
+  return at::linear(rms_norm(hidden, weights_.final_norm), weights_.lm_head)
+      .to(at::promote_types(placement_.dtype, at::kFloat))
+      .view({B, T, -1});
 }
 
 }  // namespace t2::model

@@ -11,12 +11,14 @@
 #include <c10/core/InferenceMode.h>
 
 #include "t2/common/errors.hpp"
+#include "t2/common/log.hpp"
 #include "t2/svf/compose.hpp"
 
 namespace t2::svf {
 namespace {
 
 constexpr int kMaxMixtureDepth = 4;  // a mixture of mixtures of ... (guards against cycles)
+constexpr size_t kMaxResolvedAdapters = 256;  // per-request mixtures must not grow the store without bound
 
 void check_coefficient(const std::string& name, double a) {
   if (!std::isfinite(a) || a < 0) {
@@ -64,7 +66,11 @@ std::string Adaptation::key() const {
 }
 
 AdapterStore::AdapterStore(const model::Transformer& model, const SvdCache& cache, int64_t budget_bytes)
-    : model_(model), fingerprint_(cache.fingerprint()), targets_(cache.targets()), budget_bytes_(budget_bytes) {
+    : model_(model),
+      fingerprint_(cache.fingerprint()),
+      targets_(cache.targets()),
+      budget_bytes_(budget_bytes),
+      composer_([this] { composer_loop(); }) {
   at::NoGradGuard no_grad;  // normal tensors, so training can compose from them under autograd
   const auto& placement = model.placement();
   for (const auto& [id, f] : cache.factors()) {
@@ -74,6 +80,15 @@ AdapterStore::AdapterStore(const model::Transformer& model, const SvdCache& cach
     stats_.factor_bytes += static_cast<int64_t>(factors_.at(id).U.nbytes() + factors_.at(id).s.nbytes() +
                                                 factors_.at(id).Vh.nbytes());
   }
+}
+
+AdapterStore::~AdapterStore() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  compose_wake_.notify_all();
+  composer_.join();
 }
 
 void AdapterStore::add(Expert expert, bool force) {
@@ -89,7 +104,8 @@ void AdapterStore::add(Expert expert, bool force) {
   std::lock_guard<std::mutex> lock(mutex_);
   experts_.erase(name);
   experts_.emplace(name, std::move(expert));
-  drop_compositions_using_locked(name);  // they used the older version
+  ++revision_;
+  drop_adapters_using_locked(name);  // they used the older version
 }
 
 void AdapterStore::load_from(const std::filesystem::path& experts_dir, const std::string& name, bool force) {
@@ -114,7 +130,8 @@ void AdapterStore::load_from(const std::filesystem::path& experts_dir, const std
 bool AdapterStore::remove(const std::string& name) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (experts_.erase(name) == 0) return false;
-  drop_compositions_using_locked(name);
+  ++revision_;
+  drop_adapters_using_locked(name);
   return true;
 }
 
@@ -188,33 +205,142 @@ std::map<MatrixId, at::Tensor> AdapterStore::resolve_locked(const Adaptation& ad
   return mixed;
 }
 
-std::shared_ptr<const model::ProjectionSet> AdapterStore::weights(const Adaptation& adaptation) {
+std::shared_ptr<const Adapter> AdapterStore::adapter(const Adaptation& adaptation) {
   if (adaptation.is_base()) return nullptr;
   const std::string key = adaptation.key();
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (const auto it = cache_.find(key); it != cache_.end()) {
-    ++stats_.hits;
-    lru_.splice(lru_.begin(), lru_, it->second.lru);
-    return it->second.weights;
-  }
-  ++stats_.misses;
-  c10::InferenceMode guard;
-  const auto start = std::chrono::steady_clock::now();
+  std::map<MatrixId, at::Tensor> mixed;
   std::vector<std::string> used;
-  const auto mixed = resolve_locked(adaptation, used);
-  const auto weights = compose(mixed);
-  int64_t bytes = 0;
-  for (const auto& [id, z] : mixed) bytes += static_cast<int64_t>(weights->get(id.layer, id.projection).nbytes());
-  model_.placement().synchronize();  // count the kernels' time, not their launch
-  stats_.compose_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-
+  uint64_t revision = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (const auto it = adapters_.find(key); it != adapters_.end()) {
+      adapter_lru_.splice(adapter_lru_.begin(), adapter_lru_, it->second.lru);
+      return it->second.adapter;
+    }
+    c10::InferenceMode guard;
+    mixed = resolve_locked(adaptation, used);
+    revision = revision_;
+  }
+  auto resolved = std::const_pointer_cast<Adapter>(adapter_for(key, mixed));
+  resolved->revision = revision;
   std::sort(used.begin(), used.end());
   used.erase(std::unique(used.begin(), used.end()), used.end());
-  lru_.push_front(key);
-  cache_.emplace(key, CachedSet{weights, bytes, used, lru_.begin()});
+
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (revision != revision_) return resolved;  // an expert changed meanwhile: serve it, but do not cache it
+  if (const auto it = adapters_.find(key); it != adapters_.end()) return it->second.adapter;  // another thread won
+  adapter_lru_.push_front(key);
+  adapters_.emplace(key, ResolvedAdapter{resolved, std::move(used), adapter_lru_.begin()});
+  while (adapters_.size() > kMaxResolvedAdapters) {
+    const std::string oldest = adapter_lru_.back();
+    adapter_lru_.pop_back();
+    const std::string id = adapters_.at(oldest).adapter->id();
+    adapters_.erase(oldest);
+    if (const auto c = cache_.find(id); c != cache_.end()) {
+      stats_.cached_bytes -= c->second.bytes;
+      lru_.erase(c->second.lru);
+      cache_.erase(c);
+    }
+  }
+  return resolved;
+}
+
+std::shared_ptr<const Adapter> AdapterStore::adapter_for(const std::string& key,
+                                                         const std::map<MatrixId, at::Tensor>& z) const {
+  c10::InferenceMode guard;
+  auto adapter = std::make_shared<Adapter>();
+  adapter->key = key;
+  for (const auto& [id, vector] : z) {
+    const auto f = factors_.find(id);
+    if (f == factors_.end()) throw InvalidArgument("z", "'" + id.weight_name() + "' is not covered by the SVD cache");
+    adapter->scales.emplace(id, svf_scale(f->second, vector, id.weight_name()));
+  }
+  return adapter;
+}
+
+std::shared_ptr<const model::ProjectionSet> AdapterStore::dense(const Adapter& adapter) {
+  if (adapter.dense) return adapter.dense;
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = cache_.find(adapter.id());
+  if (it == cache_.end()) return nullptr;
+  ++stats_.hits;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return it->second.weights;
+}
+
+void AdapterStore::compose_in_background(std::shared_ptr<const Adapter> adapter) {
+  if (!adapter || adapter->dense) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::string id = adapter->id();
+    if (cache_.count(id) > 0 || !composing_.insert(id).second) return;
+    compose_queue_.push_back(std::move(adapter));
+  }
+  compose_wake_.notify_all();
+}
+
+void AdapterStore::composer_loop() {
+  for (;;) {
+    std::shared_ptr<const Adapter> next;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      compose_wake_.wait(lock, [&] { return stopping_ || !compose_queue_.empty(); });
+      if (stopping_) return;
+      next = std::move(compose_queue_.front());
+      compose_queue_.pop_front();
+    }
+    try {
+      const auto start = std::chrono::steady_clock::now();
+      auto weights = compose_dense(*next);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::lock_guard<std::mutex> lock(mutex_);
+      insert_dense_locked(*next, std::move(weights), seconds);
+      composing_.erase(next->id());
+    } catch (const std::exception& e) {
+      // The factored path keeps serving the adapter; only the dense fast path is lost.
+      log::warn("composing '" + next->key + "' failed: " + e.what());
+      std::lock_guard<std::mutex> lock(mutex_);
+      composing_.erase(next->id());
+    }
+  }
+}
+
+std::shared_ptr<const model::ProjectionSet> AdapterStore::compose_dense(const Adapter& adapter) const {
+  c10::InferenceMode guard;
+  auto weights = std::make_shared<model::ProjectionSet>(model_.base_projections());
+  for (const auto& [id, scale] : adapter.scales) {
+    const SvdFactors& f = factors_.at(id);
+    weights->set(id.layer, id.projection, at::matmul(f.U * scale, f.Vh));
+  }
+  model_.placement().synchronize();  // count the kernels' time, not their launch
+  return weights;
+}
+
+void AdapterStore::insert_dense_locked(const Adapter& adapter, std::shared_ptr<const model::ProjectionSet> weights,
+                                       double seconds) {
+  ++stats_.misses;
+  stats_.compose_seconds += seconds;
+  const std::string id = adapter.id();
+  const auto resolved = adapters_.find(adapter.key);
+  if (resolved == adapters_.end() || resolved->second.adapter->id() != id || cache_.count(id) > 0) return;  // stale or known
+  int64_t bytes = 0;
+  for (const auto& [matrix, scale] : adapter.scales) bytes += static_cast<int64_t>(weights->get(matrix.layer, matrix.projection).nbytes());
+  lru_.push_front(id);
+  cache_.emplace(id, CachedSet{std::move(weights), bytes, lru_.begin()});
   stats_.cached_bytes += bytes;
   evict_locked();
-  return weights;
+}
+
+std::shared_ptr<const model::ProjectionSet> AdapterStore::weights(const Adaptation& adaptation) {
+  const auto resolved = adapter(adaptation);
+  if (!resolved) return nullptr;
+  if (auto cached = dense(*resolved)) return cached;
+  const auto start = std::chrono::steady_clock::now();
+  auto composed = compose_dense(*resolved);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::lock_guard<std::mutex> lock(mutex_);
+  insert_dense_locked(*resolved, composed, seconds);
+  return composed;
 }
 
 std::shared_ptr<const model::ProjectionSet> AdapterStore::compose(const std::map<MatrixId, at::Tensor>& z) const {
@@ -229,16 +355,20 @@ std::shared_ptr<const model::ProjectionSet> AdapterStore::compose(const std::map
   return weights;
 }
 
-void AdapterStore::drop_compositions_using_locked(const std::string& name) {
-  for (auto it = cache_.begin(); it != cache_.end();) {
+void AdapterStore::drop_adapters_using_locked(const std::string& name) {
+  for (auto it = adapters_.begin(); it != adapters_.end();) {
     const auto& used = it->second.experts;
-    if (std::find(used.begin(), used.end(), name) != used.end()) {
-      stats_.cached_bytes -= it->second.bytes;
-      lru_.erase(it->second.lru);
-      it = cache_.erase(it);
-    } else {
+    if (std::find(used.begin(), used.end(), name) == used.end()) {
       ++it;
+      continue;
     }
+    if (const auto c = cache_.find(it->second.adapter->id()); c != cache_.end()) {
+      stats_.cached_bytes -= c->second.bytes;
+      lru_.erase(c->second.lru);
+      cache_.erase(c);
+    }
+    adapter_lru_.erase(it->second.lru);
+    it = adapters_.erase(it);
   }
 }
 
@@ -257,6 +387,8 @@ AdapterStore::Stats AdapterStore::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   Stats s = stats_;
   s.cached_sets = static_cast<int64_t>(cache_.size());
+  s.budget_bytes = budget_bytes_;
+  s.adapters = static_cast<int64_t>(adapters_.size());
   return s;
 }
 

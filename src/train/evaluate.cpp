@@ -25,6 +25,7 @@ std::vector<Completion> complete(const model::Transformer& model, const tokenize
                                  const std::vector<std::string>& prompts, const Generation& generation) {
   constexpr int64_t kBatch = 16;
   engine::Engine engine(model, tokenizer, generation.eos_token_ids, {kBatch, 0});
+  const auto adapter = svf::dense_adapter(weights);
   std::vector<Completion> out(prompts.size());
   std::map<engine::SequenceId, size_t> index;
   size_t next = 0;
@@ -35,10 +36,10 @@ std::vector<Completion> complete(const model::Transformer& model, const tokenize
       out[next].prompt = r.prompt;
       r.sampling.temperature = 0;
       r.max_tokens = generation.max_tokens;
-      r.projections = weights;
+      r.adapter = adapter;
       index[engine.add(std::move(r))] = next++;
     }
-    for (const auto& event : engine.step()) {
+    for (const auto& event : engine.step().tokens) {
       Completion& c = out[index.at(event.sequence)];
       c.text += event.text;
       c.tokens.push_back(event.token);

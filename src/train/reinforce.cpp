@@ -106,6 +106,7 @@ std::vector<std::vector<int64_t>> sample(const model::Transformer& model, const 
                                          const std::vector<std::vector<int64_t>>& prompts, const TrainOptions& o,
                                          uint64_t seed, std::vector<std::string>& texts) {
   engine::Engine engine(model, tokenizer, o.generation.eos_token_ids, {static_cast<int64_t>(prompts.size()), 0});
+  const auto adapter = svf::dense_adapter(weights);
   std::vector<engine::SequenceId> ids;
   for (size_t b = 0; b < prompts.size(); ++b) {
     engine::GenerationRequest r;
@@ -113,7 +114,7 @@ std::vector<std::vector<int64_t>> sample(const model::Transformer& model, const 
     r.sampling.temperature = o.temperature;
     r.sampling.seed = seed + b;
     r.max_tokens = o.generation.max_tokens;
-    r.projections = weights;
+    r.adapter = adapter;
     ids.push_back(engine.add(std::move(r)));
   }
   std::map<engine::SequenceId, size_t> index;
@@ -121,7 +122,7 @@ std::vector<std::vector<int64_t>> sample(const model::Transformer& model, const 
   std::vector<std::vector<int64_t>> completions(prompts.size());
   texts.assign(prompts.size(), "");
   while (engine.active() > 0) {
-    for (const auto& event : engine.step()) {
+    for (const auto& event : engine.step().tokens) {
       completions[index.at(event.sequence)].push_back(event.token);
       texts[index.at(event.sequence)] += event.text;
     }

@@ -32,7 +32,7 @@ Comparison compare(const std::filesystem::path& folder, const t2::model::Placeme
   const int64_t slot = cache.allocate();
   const std::vector<int64_t> prompt_ids(prompt.data_ptr<int64_t>(), prompt.data_ptr<int64_t>() + prompt.numel());
   std::vector<at::Tensor> rows = {
-      model.forward({{slot, prompt_ids}}, cache, model.base_projections(), t2::model::LogitsScope::kAllTokens)[0]};
+      model.forward({{slot, prompt_ids, static_cast<int64_t>(prompt_ids.size())}}, cache, model.base_projections())};
   // Decode step i feeds HF's i-th greedy token; HF's first decode logits are the prefill's last row.
   for (int64_t i = 0; i + 1 < generated.numel(); ++i) {
     rows.push_back(model.forward({{slot, {generated[i].item<int64_t>()}}}, cache, model.base_projections()));

@@ -28,7 +28,7 @@ TEST(Stories260K, GreedyFromBosReproducesLlama2cOutput) {
   engine.add(request);
   std::string text;
   while (engine.active() > 0) {
-    for (const auto& event : engine.step()) text += event.text;
+    for (const auto& event : engine.step().tokens) text += event.text;
   }
   ASSERT_GE(text.size(), kDocumentedStory.size());
   EXPECT_EQ(text.substr(0, kDocumentedStory.size()), kDocumentedStory);

@@ -35,6 +35,12 @@ class DispatcherTest : public t2::testing::StoriesTest {
     return t2::dispatch::Dispatcher(*model_, *tokenizer_, *store_, o);
   }
 
+  // Pass 1 run to the end on an engine of its own.
+  t2::dispatch::Decision decide(t2::dispatch::Dispatcher& d, t2::dispatch::Strategy strategy, const std::string& prompt) {
+    if (!engine_) engine_.emplace(*model_, *tokenizer_, std::vector<int64_t>{2}, t2::engine::EngineOptions{1, 0, 2048, 16}, &*store_);
+    return t2::dispatch::run_pass1(d, *engine_, strategy, {prompt}).front();
+  }
+
   // The dispatcher's definition, computed in one cache-free forward per label:
   // the log-probability of the tokens of context + label after those all labels
   // share, summed or averaged over those tokens.
@@ -66,6 +72,7 @@ class DispatcherTest : public t2::testing::StoriesTest {
 
   std::optional<t2::svf::SvdCache> cache_;
   std::optional<t2::svf::AdapterStore> store_;
+  std::optional<t2::engine::Engine> engine_;
 };
 
 }  // namespace
@@ -74,7 +81,7 @@ TEST_F(DispatcherTest, ConstrainedScoresAreTheLabelsLogLikelihood) {
   for (const bool mean : {true, false}) {
     auto d = dispatcher(true, mean ? t2::dispatch::LabelScoring::kMean : t2::dispatch::LabelScoring::kSum);
     const std::string prompt = "The dragon flew over the castle";
-    const auto decision = d.decide(t2::dispatch::Strategy::kPrompt, prompt);
+    const auto decision = decide(d, t2::dispatch::Strategy::kPrompt, prompt);
     EXPECT_EQ(decision.scoring, mean ? t2::dispatch::LabelScoring::kMean : t2::dispatch::LabelScoring::kSum);
     const auto expected = brute_force(
         "Pick one:\n- dragon: stories with a dragon\n- princess: stories with a princess\n- others\nStory:",
@@ -87,7 +94,7 @@ TEST_F(DispatcherTest, ConstrainedScoresAreTheLabelsLogLikelihood) {
   EXPECT_EQ(d.classifier(), "router");  // the expert marked "classifier", never a label
   EXPECT_EQ(d.automatic_strategy(), t2::dispatch::Strategy::kClassifier);
   const std::string prompt = "The dragon flew over the castle";
-  const auto decision = d.decide(t2::dispatch::Strategy::kPrompt, prompt);
+  const auto decision = decide(d, t2::dispatch::Strategy::kPrompt, prompt);
   double best = -1e300;
   for (const auto& [label, score] : decision.scores) best = std::max(best, score);
   EXPECT_EQ(decision.scores.at(decision.label), best);
@@ -95,21 +102,21 @@ TEST_F(DispatcherTest, ConstrainedScoresAreTheLabelsLogLikelihood) {
   EXPECT_GT(decision.cached_tokens, 0);
 
   // The next request reuses the cached template and scores the same.
-  const auto again = d.decide(t2::dispatch::Strategy::kPrompt, prompt);
+  const auto again = decide(d, t2::dispatch::Strategy::kPrompt, prompt);
   EXPECT_EQ(again.scores, decision.scores);
   EXPECT_EQ(again.cached_tokens, decision.cached_tokens);
 }
 
 TEST_F(DispatcherTest, ClassifierRunsUnderItsExpertAndLabelsFollowTheStore) {
   auto d = dispatcher();
-  const auto by_prompt = d.decide(t2::dispatch::Strategy::kPrompt, "A princess");
-  const auto by_classifier = d.decide(t2::dispatch::Strategy::kClassifier, "A princess");
+  const auto by_prompt = decide(d, t2::dispatch::Strategy::kPrompt, "A princess");
+  const auto by_classifier = decide(d, t2::dispatch::Strategy::kClassifier, "A princess");
   EXPECT_EQ(by_classifier.strategy, t2::dispatch::Strategy::kClassifier);
   EXPECT_NE(by_classifier.scores, by_prompt.scores);  // other weights, other likelihoods
   store_->remove("princess");
-  EXPECT_EQ(d.decide(t2::dispatch::Strategy::kPrompt, "A princess").scores.count("princess"), 0u);
+  EXPECT_EQ(decide(d, t2::dispatch::Strategy::kPrompt, "A princess").scores.count("princess"), 0u);
   store_->remove("router");
-  EXPECT_THROW(d.decide(t2::dispatch::Strategy::kClassifier, "x"), t2::InvalidArgument);
+  EXPECT_THROW(decide(d, t2::dispatch::Strategy::kClassifier, "x"), t2::InvalidArgument);
   EXPECT_EQ(d.automatic_strategy(), t2::dispatch::Strategy::kPrompt);  // targets, no classifier
 }
 
@@ -181,7 +188,7 @@ TEST(AdaptationPrompt, DescriptionsAreDroppedBeforeTheTemplateFails) {
 
 TEST_F(DispatcherTest, FreeTextAnswersFallBackToOthers) {
   auto d = dispatcher(/*constrained=*/false);
-  const auto decision = d.decide(t2::dispatch::Strategy::kPrompt, "Once upon a time");
+  const auto decision = decide(d, t2::dispatch::Strategy::kPrompt, "Once upon a time");
   const auto labels = d.labels();
   EXPECT_NE(std::find(labels.begin(), labels.end(), decision.label), labels.end());
   EXPECT_TRUE(decision.scores.empty());

@@ -47,7 +47,7 @@ class EngineTest : public t2::testing::StoriesTest {
   static std::map<SequenceId, Result> drain(Engine& e, const std::function<void(int)>& on_step = {}) {
     std::map<SequenceId, Result> results;
     for (int step = 0; e.active() > 0; ++step) {
-      for (const auto& event : e.step()) {
+      for (const auto& event : e.step().tokens) {
         auto& r = results[event.sequence];
         r.text += event.text;
         r.tokens.push_back(event.token);

@@ -95,11 +95,11 @@ class SvfStories : public ::testing::Test {
     r.prompt = {1};
     r.sampling.temperature = 0;
     r.max_tokens = tokens;
-    r.projections = weights;
+    r.adapter = t2::svf::dense_adapter(weights);
     engine.add(r);
     std::vector<int64_t> out;
     while (engine.active() > 0) {
-      for (const auto& event : engine.step()) out.push_back(event.token);
+      for (const auto& event : engine.step().tokens) out.push_back(event.token);
     }
     return out;
   }

@@ -275,6 +275,7 @@ TEST_F(TrainLabels, LabelScoresAreTheDispatchersScores) {
     o.scoring = scoring;
     o.context = 256;
     t2::dispatch::Dispatcher d(*model_, *tokenizer_, *store_, o);
+    t2::engine::Engine engine(*model_, *tokenizer_, {2}, {1, 0, 2048, 16}, &*store_);
     ASSERT_EQ(d.labels(), (std::vector<std::string>{"dragon", "princess", "others"}));
     const t2::dispatch::AdaptationPrompt prompt(template_text_, *tokenizer_, 256);
     const auto prefix = prompt.prefix(d.categories());
@@ -290,7 +291,7 @@ TEST_F(TrainLabels, LabelScoresAreTheDispatchersScores) {
       ASSERT_EQ(scores.size(0), 3);
       ASSERT_EQ(scores.size(1), 3);
       for (size_t r = 0; r < requests.size(); ++r) {
-        const auto decision = d.decide(strategy, requests[r]);
+        const auto decision = t2::dispatch::run_pass1(d, engine, strategy, {requests[r]}).front();
         ASSERT_EQ(decision.scores.size(), labels.size());
         for (size_t l = 0; l < labels.size(); ++l) {
           EXPECT_NEAR(scores[static_cast<int64_t>(r)][static_cast<int64_t>(l)].item<double>(), decision.scores.at(labels[l]), 1e-4)

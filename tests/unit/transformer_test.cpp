@@ -11,7 +11,6 @@
 
 using t2::model::Chunk;
 using t2::model::KVCache;
-using t2::model::LogitsScope;
 using t2::model::Transformer;
 
 namespace {
@@ -84,7 +83,7 @@ TEST_P(TransformerConsistency, IncrementalDecodeMatchesOneFullForward) {
   const int64_t slot = cache.allocate();
   std::vector<at::Tensor> rows;
   const std::vector<int64_t> prompt(seq.begin(), seq.begin() + 7);
-  rows.push_back(model().forward({{slot, prompt}}, cache, model().base_projections(), LogitsScope::kAllTokens)[0]);
+  rows.push_back(model().forward({{slot, prompt, static_cast<int64_t>(prompt.size())}}, cache, model().base_projections()));
   for (size_t i = 7; i < seq.size(); ++i) {
     rows.push_back(model().forward({{slot, {seq[i]}}}, cache, model().base_projections()));
   }

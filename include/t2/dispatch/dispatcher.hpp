@@ -8,11 +8,13 @@
 // The categories are the loaded experts marked "dispatch": "target" in
 // expert.json, then "others" (base weights). Beyond the reference: labels are
 // scored by their length-normalised log-likelihood after the prompt (one
-// prefill, no free-text decode), and the template's fixed part (the
-// instructions and the category list) stays in a KV cache across requests so
-// pass 1 pays only for the user's prompt and the labels.
+// scoring request, no free-text decode), and the template's fixed part (the
+// instructions and the category list) is a cached prefix, so pass 1 pays
+// only for the user's prompt and the labels. The dispatcher only plans and
+// decides: pass 1's rows run in the engine's steps beside everyone else's.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -21,7 +23,7 @@
 #include <vector>
 
 #include "t2/dispatch/adaptation_prompt.hpp"
-#include "t2/model/kv_cache.hpp"
+#include "t2/engine/engine.hpp"
 #include "t2/model/transformer.hpp"
 #include "t2/svf/adapter_store.hpp"
 #include "t2/tokenizer/tokenizer.hpp"
@@ -49,7 +51,17 @@ struct DispatchOptions {
   bool constrained = true;        // score labels; false = greedy free text parsed for \boxed{label}
   LabelScoring scoring = LabelScoring::kMean;
   int64_t max_answer_tokens = 16;
-  int64_t context = 1024;          // pass 1's KV cache length; long prompts are cut to fit
+  int64_t context = 1024;          // pass 1's token budget; long prompts are cut to fit
+};
+
+// Pass 1 of one request, planned for the engine: a scoring request over the
+// labels (constrained), or a greedy answer up to "}" (free text).
+struct Pass1 {
+  Strategy strategy = Strategy::kNone;
+  std::vector<std::string> labels;
+  std::optional<engine::ScoringRequest> scoring;
+  std::optional<engine::GenerationRequest> answer;
+  std::chrono::steady_clock::time_point started;
 };
 
 // The experts marked "dispatch": "target", in the store's (name) order, but `excluded` (the classifier).
@@ -60,7 +72,7 @@ std::string load_template(const std::filesystem::path& path);
 
 class Dispatcher {
  public:
-  // Model, tokenizer and store must outlive the dispatcher. decide() is not
+  // Model, tokenizer and store must outlive the dispatcher. plan() is not
   // thread-safe: the scheduler calls it from its own thread; the const
   // queries below read only the store (itself thread-safe) and the options,
   // so HTTP threads may call them. Throws InvalidArgument when
@@ -69,8 +81,12 @@ class Dispatcher {
   Dispatcher(const model::Transformer& model, tokenizer::Tokenizer tokenizer, svf::AdapterStore& store,
              DispatchOptions options);
 
-  // Pass 1 for the prompt or classifier strategy.
-  Decision decide(Strategy strategy, const std::string& prompt);
+  // Pass 1 for the prompt or classifier strategy, to run in the engine.
+  Pass1 plan(Strategy strategy, const std::string& prompt);
+  // The decision from the engine's scores of `pass.scoring`.
+  Decision decide(const Pass1& pass, const engine::ScoreEvent& scores) const;
+  // The decision from the free-text answer of `pass.answer`.
+  Decision decide(const Pass1& pass, const std::string& answer, int64_t tokens_run) const;
   // The dispatch targets among the loaded experts (the classifier excluded), by name.
   std::vector<Category> categories() const;
   // The labels pass 1 chooses among: the categories, then "others".
@@ -81,6 +97,8 @@ class Dispatcher {
   // Throws InvalidArgument("dispatch_template", ...) when the template cannot
   // list `categories` within pass 1's context.
   void check_fits(const std::vector<Category>& categories) const { prompt_.prefix(categories); }
+  // Whether pass 1 scores labels (else it generates free text).
+  bool constrained() const { return options_.constrained; }
   // The strategy a server runs when none is configured: classifier when a
   // classification expert is loaded, prompt when there are targets, else none.
   Strategy automatic_strategy() const;
@@ -89,29 +107,23 @@ class Dispatcher {
   std::string classifier_among(const std::vector<svf::Expert>& experts) const;
   std::vector<Category> categories_among(const std::vector<svf::Expert>& experts) const;
 
-  struct CachedPrefix {
-    std::vector<Category> categories;  // what it lists
-    AdaptationPrompt::Prefix prompt;
-    int64_t slot = -1;
-  };
-  // The cached template prefix under `weights_key`, rebuilt when the categories change.
-  const CachedPrefix& prefix(const std::string& weights_key, const model::ProjectionSet& weights,
-                             const std::vector<Category>& categories);
-  // The score of each label after the request (see AdaptationPrompt::candidates).
-  std::map<std::string, double> score_labels(const std::vector<std::string>& labels, int64_t work_slot,
-                                             const std::string& request, const model::ProjectionSet& weights,
-                                             int64_t& tokens_run);
-  // Greedy tokens from `logits` (the context's last) up to "}".
-  std::string generate_answer(int64_t work_slot, at::Tensor logits, const model::ProjectionSet& weights,
-                              int64_t& tokens_run);
+  // The rendered template prefix for `categories`, re-rendered only when they change.
+  const AdaptationPrompt::Prefix& prefix(const std::vector<Category>& categories);
+  Decision decision(const Pass1& pass, const std::string& label) const;
 
   const model::Transformer& model_;
   tokenizer::Tokenizer tokenizer_;
   svf::AdapterStore& store_;
   DispatchOptions options_;
-  model::KVCache cache_;
   AdaptationPrompt prompt_;
-  std::map<std::string, CachedPrefix> prefixes_;
+  std::vector<Category> prefix_categories_;
+  std::optional<AdaptationPrompt::Prefix> prefix_;
 };
+
+// Pass 1 for each prompt, run to the end on `engine` (which must have room
+// for the scoring rows: scratch slots, or one sequence for free text). For
+// CLIs and tests; the server's scheduler interleaves pass 1 with its steps.
+std::vector<Decision> run_pass1(Dispatcher& dispatcher, engine::Engine& engine, Strategy strategy,
+                                const std::vector<std::string>& prompts);
 
 }  // namespace t2::dispatch

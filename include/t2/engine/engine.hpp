@@ -1,7 +1,14 @@
-// The generation loop: sequences join (prefill), advance one token per step
-// in batches (decode) and leave (EOS, stop string, length, cancel). The caller
-// (the CLI now, the scheduler later) decides when to add, step and cancel; the
-// engine owns the KV cache and per-sequence sampling and detokenisation.
+// The model runner: sequences join (prefill), advance one token per step
+// (decode) and leave (EOS, stop string, length, cancel); scoring requests
+// (pass 1's label likelihoods) run beside them. Each step is ONE forward over
+// every row: all decode tokens, the scoring rows, and prompt chunks up to a
+// per-step token budget (chunked prefill, so a long prompt never stalls the
+// decodes). Each row runs its own adapter: when a step's rows share one
+// adaptation whose dense W' is ready, the dense path; otherwise the factored
+// per-row SVF path (AdapterBatch), while the store composes W' off this
+// thread. The caller (a CLI, the scheduler) decides when to add, step and
+// cancel; the engine owns the KV cache, the adapter table and per-sequence
+// sampling and detokenisation.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +22,8 @@
 #include "t2/engine/stop_strings.hpp"
 #include "t2/model/kv_cache.hpp"
 #include "t2/model/transformer.hpp"
+#include "t2/svf/adapter_store.hpp"
+#include "t2/svf/adapter_table.hpp"
 #include "t2/tokenizer/tokenizer.hpp"
 
 namespace t2::engine {
@@ -31,8 +40,25 @@ struct GenerationRequest {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   int top_logprobs = 0;  // also report the k most likely tokens at each step
-  // The adapted matrices to run with; null means the base model's.
-  std::shared_ptr<const model::ProjectionSet> projections;
+  // What to run with; null means the base model.
+  std::shared_ptr<const svf::Adapter> adapter;
+};
+
+// Log-likelihoods of continuations after a context, as pass 1 scores labels.
+// `prefix` is KV-cached across requests (per adapter), so only `context` and
+// the continuations run each time.
+struct ScoringRequest {
+  std::vector<int64_t> prefix;
+  std::vector<int64_t> context;  // at least one token
+  std::vector<std::vector<int64_t>> continuations;  // each at least one token
+  std::shared_ptr<const svf::Adapter> adapter;
+};
+
+struct ScoreEvent {
+  SequenceId request = 0;
+  std::vector<std::vector<double>> logprobs;  // per continuation, per token
+  int64_t tokens_run = 0;     // tokens this request put through the model
+  int64_t cached_tokens = 0;  // prefix tokens served from the cache
 };
 
 // What one step produced for one sequence.
@@ -45,29 +71,51 @@ struct TokenEvent {
   std::optional<FinishReason> finish;
 };
 
+// What one step produced.
+struct StepOutput {
+  std::vector<TokenEvent> tokens;
+  std::vector<ScoreEvent> scores;
+  int64_t rows = 0;           // chunks in the forward
+  int64_t tokens_run = 0;     // tokens in the forward
+  bool factored = false;      // ran the per-row SVF path
+};
+
 struct EngineOptions {
   int64_t max_sequences = 8;
-  int64_t context_length = 0;  // 0: the model's max_position_embeddings
+  int64_t context_length = 0;     // 0: the model's max_position_embeddings
+  int64_t max_step_tokens = 2048;  // tokens per forward; prompts beyond it prefill in chunks
+  int64_t scratch_slots = 0;       // extra KV slots for scoring requests and their cached prefixes
+  // Run a step whose rows share one adapter on its composed W' once the store
+  // has it (1.0x the bytes against ~1.3x for the factored path); off, every
+  // adapted step runs factored (benchmarks, equivalence tests).
+  bool dense_fast_path = true;
 };
 
 class Engine {
  public:
-  // `model` must outlive the engine. Without a tokenizer, events carry token
-  // ids only and stop strings are not available.
+  // `model` and `store` must outlive the engine. Without a tokenizer, events
+  // carry token ids only and stop strings are not available. Without a store,
+  // every step's rows must share one adapter that carries its dense weights.
   Engine(const model::Transformer& model, std::optional<tokenizer::Tokenizer> tokenizer,
-         std::vector<int64_t> eos_token_ids, EngineOptions options);
+         std::vector<int64_t> eos_token_ids, EngineOptions options, svf::AdapterStore* store = nullptr);
 
   // Throws InvalidArgument for an empty or too long prompt or bad parameters,
   // and t2::Error when every slot is busy (check has_capacity() first).
   SequenceId add(GenerationRequest request);
-  // Drops a sequence and frees its slot at once; unknown ids are ignored.
+  // Queues a scoring request; its ScoreEvent comes from a later step (one
+  // step, or two while its prefix is not cached yet). Throws InvalidArgument.
+  SequenceId score(ScoringRequest request);
+  // Drops a sequence or scoring request and frees its slots; unknown ids are ignored.
   void cancel(SequenceId id);
-  // Prefills the sequences added since the last step, decodes the others.
-  std::vector<TokenEvent> step();
+  // One forward: every decode, the scoring requests that fit, and prompt
+  // chunks up to the token budget.
+  StepOutput step();
 
-  bool has_capacity() const { return cache_.free_slots() > 0; }
-  size_t active() const { return sequences_.size(); }
+  bool has_capacity() const { return static_cast<int64_t>(sequences_.size()) < options_.max_sequences; }
+  size_t active() const { return sequences_.size() + scorings_.size(); }
   int64_t context_length() const { return cache_.capacity(); }
+  int64_t kv_cache_bytes() const { return cache_.bytes(); }
+  int64_t adapter_table_bytes() const { return table_ ? table_->bytes() : 0; }
 
  private:
   struct Sequence {
@@ -77,23 +125,53 @@ class Engine {
     Sampler sampler;
     std::optional<tokenizer::StreamDecoder> decoder;
     StopStrings stops;
+    int64_t prefilled = 0;  // prompt tokens in the cache
     int64_t generated = 0;
     int64_t last_token = -1;
-    bool prefilled = false;
+  };
+  struct Scoring {
+    SequenceId id;
+    ScoringRequest request;
+    std::string prefix_key;
+  };
+  struct CachedPrefix {
+    int64_t slot;
+    int64_t length;
+    uint64_t last_step;
+  };
+  // One chunk of the step's forward and whom it serves.
+  struct Row {
+    model::Chunk chunk;
+    std::shared_ptr<const svf::Adapter> adapter;
+    Sequence* sequence = nullptr;  // a decode token or a prompt chunk
+    Scoring* scoring = nullptr;    // a scoring row for `continuations`
+    std::vector<size_t> continuations;
+    bool prefix = false;           // fills a cached prefix
   };
 
-  // Runs one forward for `group` and turns its logits into events.
-  void run(const std::vector<Sequence*>& group, bool prefill, std::vector<TokenEvent>& events);
+  void plan_scoring(std::vector<Row>& rows, int64_t& budget, std::vector<int64_t>& scratch);
+  // The weights the rows run with: dense when they share one ready set, else factored.
+  model::AdapterBatch weights_for(const std::vector<Row>& rows, StepOutput& out);
+  void emit(const std::vector<Row>& rows, const at::Tensor& logits, StepOutput& out);
+  int64_t free_scratch_slots() const;
+  // A slot for scoring work, evicting the least recently used cached prefix if need be; -1 when none.
+  int64_t take_scratch_slot();
   TokenEvent advance(Sequence& sequence, const Sample& sample);
   static std::string decode(Sequence& sequence, int64_t token);
   static std::string flush(Sequence& sequence);
-  const model::ProjectionSet& projections_of(const Sequence& sequence) const;
 
   const model::Transformer& model_;
   std::optional<tokenizer::Tokenizer> tokenizer_;
   std::vector<int64_t> eos_token_ids_;
+  EngineOptions options_;
+  svf::AdapterStore* store_;
   model::KVCache cache_;
-  std::map<SequenceId, Sequence> sequences_;
+  std::optional<svf::AdapterTable> table_;
+  std::map<SequenceId, Sequence> sequences_;  // in admission order (ids grow)
+  std::map<SequenceId, Scoring> scorings_;
+  std::map<std::string, CachedPrefix> prefixes_;  // by adapter id and tokens
+  std::shared_ptr<const model::ProjectionSet> dense_hold_;  // the composed set a step runs with
+  uint64_t steps_ = 0;
   SequenceId next_id_ = 1;
 };
 

@@ -1,9 +1,10 @@
 // The scheduler: the one thread that owns the model while serving. HTTP
 // threads submit jobs into a bounded queue and read each job's events from
-// its handle; the scheduler admits jobs as KV slots free up (continuous
-// batching), runs pass 1 (dispatch) for them, composes their adapted weights
-// through the adapter store, and steps the engine. Every running sequence
-// advances once per step, so no adaptation group can starve another.
+// its handle. A job moves queued -> dispatching -> running: it is admitted
+// when KV slots free up (continuous batching); pass 1 (dispatch) is a scoring
+// request that runs inside the engine's next step beside every other row;
+// its decision picks the adapter the job's sequences then generate with.
+// Every running sequence advances once per step, whatever the others do.
 #pragma once
 
 #include <atomic>
@@ -75,14 +76,21 @@ struct SchedulerOptions {
   int64_t max_batch = 8;        // KV slots = sequences decoded together
   int64_t queue_capacity = 64;  // waiting jobs before submit() refuses
   int64_t context = 0;          // 0: the model's
+  int64_t max_step_tokens = 2048;  // tokens per engine step (chunked prefill beyond it)
+  int64_t dispatch_slots = 12;     // KV slots for pass 1's scoring rows and cached prefixes
 };
 
 class Scheduler {
  public:
   struct Stats {
     int64_t queue_depth = 0;
+    int64_t dispatching = 0;
     int64_t running = 0;
     int64_t steps = 0;
+    int64_t factored_steps = 0;  // steps that ran the per-row SVF path
+    int64_t step_tokens = 0;     // tokens through the model, all steps
+    int64_t kv_cache_bytes = 0;
+    int64_t adapter_table_bytes = 0;
   };
 
   // All references must outlive the scheduler.
@@ -110,17 +118,33 @@ class Scheduler {
     int choice;
     std::chrono::steady_clock::time_point deadline;
   };
+  // A job whose pass 1 is in the engine (a scoring request or a free-text answer).
+  struct Dispatching {
+    Queued queued;
+    dispatch::Pass1 pass;
+    std::string answer;  // free text so far
+    int64_t answer_tokens = 0;
+  };
 
   void loop();
+  // Starts pass 1, or generation at once when the strategy needs none.
   void admit(Queued queued);
+  // Adds the job's sequences under `decision`'s adapter.
+  void start_generation(Queued queued, const dispatch::Decision& decision);
+  void handle_step(StepOutput output);
+  void fail_everything(const std::string& message);
   void drop_cancelled_and_expired();
   void finish_choice(SequenceId id);
+  int64_t reserved_slots() const;
 
   svf::AdapterStore& store_;
   dispatch::Dispatcher& dispatcher_;
   SchedulerOptions options_;
   Engine engine_;  // touched only by the scheduler thread
+  const int64_t kv_cache_bytes_;
+  const int64_t adapter_table_bytes_;
   std::map<SequenceId, Running> running_;
+  std::map<SequenceId, Dispatching> dispatching_;  // by the engine id of pass 1
   std::map<const JobHandle*, int> open_choices_;  // unfinished choices per job
 
   mutable std::mutex mutex_;
@@ -128,7 +152,10 @@ class Scheduler {
   std::deque<Queued> queue_;
   bool draining_ = false;
   std::atomic<int64_t> running_count_{0};
+  std::atomic<int64_t> dispatching_count_{0};
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> factored_steps_{0};
+  std::atomic<int64_t> step_tokens_{0};
   std::thread thread_;
 };
 

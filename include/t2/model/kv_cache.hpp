@@ -26,6 +26,7 @@ class KVCache {
   int64_t length(int64_t slot) const { return lengths_.at(static_cast<size_t>(slot)); }
   int64_t capacity() const { return capacity_; }
   int64_t max_sequences() const { return static_cast<int64_t>(lengths_.size()); }
+  int64_t bytes() const;
 
   // Copies the first `length` positions of `from` into `to` (for shared prompt prefixes).
   void copy_prefix(int64_t from, int64_t to, int64_t length);

@@ -1,6 +1,9 @@
 // The Llama-family decoder (Llama 1/2/3, Mistral, Qwen2): RMSNorm, RoPE,
-// grouped-query attention, SwiGLU MLP. One forward serves prefill, decode and
-// mixed batches over a KV cache; a cache-free variant runs under autograd.
+// grouped-query attention, SwiGLU MLP. One forward serves any mix of prefill
+// chunks and decode tokens over a KV cache: tokens are packed, the matrices
+// run on all of them at once (each token with its own adaptation, see
+// AdapterBatch), and attention runs per group of equal-shaped chunks. A
+// cache-free variant runs under autograd.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +12,7 @@
 
 #include <ATen/ATen.h>
 
+#include "t2/model/adapter_batch.hpp"
 #include "t2/model/config.hpp"
 #include "t2/model/kv_cache.hpp"
 #include "t2/model/weights.hpp"
@@ -19,9 +23,11 @@ namespace t2::model {
 struct Chunk {
   int64_t slot = 0;
   std::vector<int64_t> tokens;
+  // Logits are returned for this many trailing tokens: 1 for the next token,
+  // all of them to score a continuation, 0 for a prefill chunk that is not
+  // the prompt's last.
+  int64_t logits = 1;
 };
-
-enum class LogitsScope { kLastToken, kAllTokens };
 
 class Transformer {
  public:
@@ -35,11 +41,10 @@ class Transformer {
   // The base model's adaptable matrices; SVF supplies other sets of the same shape.
   const ProjectionSet& base_projections() const { return weights_.projections; }
 
-  // Appends each chunk to its cache slot and returns logits (float32, or
-  // float64 for a float64 model):
-  // [chunks, vocab] for each chunk's last token, or [chunks, max_len, vocab].
-  at::Tensor forward(const std::vector<Chunk>& chunks, KVCache& cache, const ProjectionSet& projections,
-                     LogitsScope scope = LogitsScope::kLastToken) const;
+  // Appends each chunk to its cache slot and returns the logits the chunks
+  // ask for, chunk after chunk: [sum of Chunk::logits, vocab] (float32, or
+  // float64 for a float64 model).
+  at::Tensor forward(const std::vector<Chunk>& chunks, KVCache& cache, const AdapterBatch& adapters) const;
 
   // Whole right-padded sequences without a cache: tokens [B, T] (int64),
   // lengths [B]; returns float32 logits [B, T, vocab]. Differentiable in the
@@ -48,9 +53,12 @@ class Transformer {
                           const ProjectionSet& projections) const;
 
  private:
-  struct Attention;  // per-call positions, mask and cache addressing
-  at::Tensor decode_layers(at::Tensor hidden, const Attention& attention, const ProjectionSet& projections,
+  struct Attention;  // per-call positions, attention groups and cache addressing
+  // hidden [N, hidden] for N packed tokens -> the final-norm input [N, hidden].
+  at::Tensor decode_layers(at::Tensor hidden, const Attention& attention, const AdapterBatch& adapters,
                            KVCache* cache) const;
+  at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const Attention& attention, KVCache* cache) const;
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
 
   ModelConfig config_;
