@@ -30,6 +30,7 @@ struct BenchOptions {
   bool train_step = false;
   std::string targets = "mlp";
   std::vector<int64_t> experts = {1, 2, 8, 64};
+  std::vector<int64_t> svf_batches;  // empty: --batch
   PlacementOptions placement;
 };
 
@@ -105,9 +106,9 @@ nlohmann::json train_step_report(const model::Transformer& model, const svf::Ada
 // While batch - 1 sequences decode with a mix of experts, one more joins: the
 // step that prefills it and samples its first token, for an expert already
 // in the table (hot) and for one never used before (cold).
-template <typename Cold>
+template <typename Hot, typename Cold>
 nlohmann::json first_token_report(const model::Transformer& model, svf::AdapterStore& store, const BenchOptions& o,
-                                  const std::shared_ptr<const svf::Adapter>& hot, Cold&& cold) {
+                                  Hot&& hot, Cold&& cold) {
   engine::Engine engine(model, std::nullopt, {}, {o.batch + 1, o.prompt_tokens + o.gen_tokens + 2,
                                                   std::max<int64_t>(2048, (o.batch + 1) * o.prompt_tokens), 0}, &store);
   std::mt19937_64 rng(5);
@@ -121,17 +122,18 @@ nlohmann::json first_token_report(const model::Transformer& model, svf::AdapterS
     r.adapter = std::move(adapter);
     return r;
   };
-  for (int64_t b = 0; b + 1 < o.batch; ++b) engine.add(request(b % 2 == 0 ? hot : nullptr, o.gen_tokens + 8));
+  for (int64_t b = 0; b + 1 < o.batch; ++b) engine.add(request(b % 2 == 0 ? hot() : nullptr, o.gen_tokens + 8));
   engine.step();
-  const auto timed_join = [&](std::shared_ptr<const svf::Adapter> adapter) {
+  // From resolving the request's adapter (what the scheduler does at admission) to its first token.
+  const auto timed_join = [&](const auto& resolve) {
     for (int i = 0; i < 2; ++i) engine.step();  // decode steps only
     model.placement().synchronize();
     auto start = Clock::now();
     engine.step();
     model.placement().synchronize();
     const double decode_ms = 1e3 * seconds_since(start);
-    const engine::SequenceId id = engine.add(request(std::move(adapter), 1));
     start = Clock::now();
+    const engine::SequenceId id = engine.add(request(resolve(), 1));
     bool seen = false;
     while (!seen) {
       for (const auto& e : engine.step().tokens) seen = seen || e.sequence == id;
@@ -140,7 +142,7 @@ nlohmann::json first_token_report(const model::Transformer& model, svf::AdapterS
     return std::make_pair(decode_ms, 1e3 * seconds_since(start));
   };
   const auto [decode_hot, hot_ms] = timed_join(hot);
-  const auto [decode_cold, cold_ms] = timed_join(cold());
+  const auto [decode_cold, cold_ms] = timed_join(cold);
   return {{"decode_step_ms", decode_hot},
           {"hot_expert_first_token_ms", hot_ms},
           {"cold_expert_first_token_ms", cold_ms},
@@ -172,7 +174,8 @@ nlohmann::json svf_report(const model::Transformer& model, const BenchOptions& o
   const auto ids = svf::target_matrices(model.config(), targets);
   int64_t most = 2;
   for (const int64_t k : o.experts) most = std::max(most, k);
-  for (int64_t k = 0; k < most + 2; ++k) store.add(random_expert(model.config(), ids, "bench-" + std::to_string(k)));
+  const int64_t cold_experts = o.svf_batches.empty() ? 1 : static_cast<int64_t>(o.svf_batches.size());
+  for (int64_t k = 0; k < most + 1 + cold_experts; ++k) store.add(random_expert(model.config(), ids, "bench-" + std::to_string(k)));
   store.weights(svf::Adaptation::expert("bench-0"));  // first composition warms the GEMM kernels
   const double first_s = store.stats().compose_seconds;
   store.weights(svf::Adaptation::expert("bench-1"));
@@ -188,19 +191,31 @@ nlohmann::json svf_report(const model::Transformer& model, const BenchOptions& o
       {"composed_set_bytes", store.stats().cached_bytes / 2},
   };
   const auto expert = [&](int64_t k) { return store.adapter(svf::Adaptation::expert("bench-" + std::to_string(k))); };
-  // K = 1 both ways: the composed dense set (the fast path) and the factored path.
-  report["k1_dense"] = throughput(&store, true, std::vector<std::shared_ptr<const svf::Adapter>>{expert(1)});
-  report["k1_factored"] = throughput(&store, false, std::vector<std::shared_ptr<const svf::Adapter>>{expert(1)});
   const auto mixture = store.adapter(svf::Adaptation::parse_mixture("bench-0=0.5,bench-1=0.5"));
-  for (const int64_t k : o.experts) {
-    if (k < 2) continue;
-    std::vector<std::shared_ptr<const svf::Adapter>> adapters = {mixture};
-    for (int64_t i = 0; i < k; ++i) adapters.push_back(expert(i));
-    nlohmann::json r = throughput(&store, true, adapters);
-    r["vs_k1_dense"] = r["decode_tokens_per_s"].get<double>() / report["k1_dense"]["decode_tokens_per_s"].get<double>();
-    report["k" + std::to_string(k) + "_plus_mixture"] = r;
+  std::vector<int64_t> batches = o.svf_batches.empty() ? std::vector<int64_t>{o.batch} : o.svf_batches;
+  int64_t next_cold = most + 1;
+  for (const int64_t batch : batches) {
+    BenchOptions ob = o;
+    ob.batch = batch;
+    nlohmann::json by_batch;
+    // K = 1 both ways: the composed dense set (the fast path) and the factored path.
+    const std::vector<std::shared_ptr<const svf::Adapter>> one = {expert(1)};
+    by_batch["k1_dense"] = throughput(ob, &store, true, one);
+    by_batch["k1_factored"] = throughput(ob, &store, false, one);
+    const double k1 = by_batch["k1_dense"]["decode_tokens_per_s"].get<double>();
+    for (const int64_t k : o.experts) {
+      if (k < 2) continue;
+      std::vector<std::shared_ptr<const svf::Adapter>> adapters = {mixture};
+      for (int64_t i = 0; i < k; ++i) adapters.push_back(expert(i));
+      nlohmann::json r = throughput(ob, &store, true, adapters);
+      r["vs_k1_dense"] = r["decode_tokens_per_s"].get<double>() / k1;
+      by_batch["k" + std::to_string(k) + "_plus_mixture"] = r;
+    }
+    by_batch["k1_factored"]["vs_k1_dense"] = by_batch["k1_factored"]["decode_tokens_per_s"].get<double>() / k1;
+    const int64_t cold = next_cold++;
+    by_batch["first_token"] = first_token_report(model, store, ob, [&] { return expert(2); }, [&] { return expert(cold); });
+    report["batch_" + std::to_string(batch)] = by_batch;
   }
-  report["first_token"] = first_token_report(model, store, o, expert(2), [&] { return expert(most + 1); });
   if (o.train_step) report["train_step"] = train_step_report(model, store, o);
   return report;
 }
@@ -219,30 +234,30 @@ void run_bench(const BenchOptions& o) {
   }();
   const double load_s = seconds_since(load_start);
   const model::ModelConfig& config = transformer.config();
-  const auto engine_options = [&](bool dense_fast_path) {
-    engine::EngineOptions e{o.batch, o.prompt_tokens + o.gen_tokens + 1, std::max<int64_t>(2048, o.batch * o.prompt_tokens), 0};
+  const auto engine_options = [&](const BenchOptions& ob, bool dense_fast_path) {
+    engine::EngineOptions e{ob.batch, ob.prompt_tokens + ob.gen_tokens + 1, std::max<int64_t>(2048, ob.batch * ob.prompt_tokens), 0};
     e.dense_fast_path = dense_fast_path;
     return e;
   };
 
   // Best of `repeat` rounds after a warm-up (allocator, kernels, caches, and
   // the store's background composition of a lone adapter).
-  const auto best_round = [&](svf::AdapterStore* store, bool dense_fast_path,
+  const auto best_round = [&](const BenchOptions& ob, svf::AdapterStore* store, bool dense_fast_path,
                               const std::vector<std::shared_ptr<const svf::Adapter>>& adapters) {
-    engine::Engine engine(transformer, std::nullopt, {}, engine_options(dense_fast_path), store);
-    run_round(engine, o, config.vocab_size, 0, adapters);
+    engine::Engine engine(transformer, std::nullopt, {}, engine_options(ob, dense_fast_path), store);
+    run_round(engine, ob, config.vocab_size, 0, adapters);
     Timing best;
-    for (int64_t r = 0; r < o.repeat; ++r) {
-      const Timing t = run_round(engine, o, config.vocab_size, static_cast<uint64_t>(r + 1), adapters);
+    for (int64_t r = 0; r < ob.repeat; ++r) {
+      const Timing t = run_round(engine, ob, config.vocab_size, static_cast<uint64_t>(r + 1), adapters);
       if (r == 0 || t.decode_s < best.decode_s) best = t;
     }
     return best;
   };
-  const auto throughput = [&](const Timing& t) {
+  const auto throughput = [&](const BenchOptions& ob, const Timing& t) {
     return nlohmann::json{
-        {"prefill_tokens_per_s", static_cast<double>(o.batch * o.prompt_tokens) / t.prefill_s},
+        {"prefill_tokens_per_s", static_cast<double>(ob.batch * ob.prompt_tokens) / t.prefill_s},
         {"decode_ms_per_step", 1e3 * t.decode_s / static_cast<double>(t.decode_steps)},
-        {"decode_tokens_per_s", static_cast<double>(t.decode_steps * o.batch) / t.decode_s},
+        {"decode_tokens_per_s", static_cast<double>(t.decode_steps * ob.batch) / t.decode_s},
     };
   };
   nlohmann::json report = {
@@ -254,10 +269,10 @@ void run_bench(const BenchOptions& o) {
       {"gen_tokens", o.gen_tokens},
       {"load_s", load_s},
   };
-  report.update(throughput(best_round(nullptr, true, {})));
+  report.update(throughput(o, best_round(o, nullptr, true, {})));
   if (o.svf) {
-    report["svf"] = svf_report(transformer, o, [&](svf::AdapterStore* store, bool dense, const auto& adapters) {
-      return throughput(best_round(store, dense, adapters));
+    report["svf"] = svf_report(transformer, o, [&](const BenchOptions& ob, svf::AdapterStore* store, bool dense, const auto& adapters) {
+      return throughput(ob, best_round(ob, store, dense, adapters));
     });
   }
   std::cout << report.dump() << std::endl;
@@ -274,7 +289,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--prompt-tokens", options->prompt_tokens, "prompt length")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--gen-tokens", options->gen_tokens, "tokens generated per sequence")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--svf", options->svf, "also time the SVD build, an expert switch, decoding with K random experts in the batch, and a new expert's first token");
-  cmd->add_option("--experts", options->experts, "with --svf: the K distinct experts per batch to measure (each plus one mixture)")->capture_default_str();
+  cmd->add_option("--svf-batches", options->svf_batches, "with --svf: the batch sizes of the expert-mix runs (default: --batch)")->delimiter(',');
+  cmd->add_option("--experts", options->experts, "with --svf: the K distinct experts per batch to measure (each plus one mixture)")->delimiter(',')->capture_default_str();
   cmd->add_flag("--train-step", options->train_step, "with --svf: also time REINFORCE steps (batch x (prompt + gen) tokens)");
   cmd->add_option("--targets", options->targets, "matrices the --svf expert adapts: mlp, attn or all")->capture_default_str();
   cmd->add_option("--repeat", options->repeat, "timed rounds after one warm-up; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);
