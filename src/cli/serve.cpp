@@ -82,7 +82,7 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
     s.dispatcher.emplace(*s.model, tokenizer, *s.store, dispatch_options);
     default_strategy = c.dispatch == "auto" ? s.dispatcher->automatic_strategy() : dispatch::parse_strategy(c.dispatch);
     s.scheduler.emplace(*s.model, tokenizer, generation.eos_token_ids, *s.store, *s.dispatcher,
-                        engine::SchedulerOptions{c.max_batch, c.queue_capacity, c.context});
+                        engine::SchedulerOptions{c.max_batch, c.queue_capacity, c.context, c.max_step_tokens});
     const auto format = c.chat_template == "auto" ? tokenizer::detect_chat_format(c.model_dir)
                                                   : tokenizer::parse_chat_format(c.chat_template);
     http.set_ready(std::make_shared<server::ServingContext>(server::ServingContext{
@@ -143,6 +143,8 @@ void add_serve_command(CLI::App& app) {
   option("--dispatch-template", &server::ServerConfig::dispatch_template, "adaptation prompt template (T2_DISPATCH_TEMPLATE)");
   option("--classifier-expert", &server::ServerConfig::classifier_expert, "expert the classifier strategy runs under; default: the one marked \"classifier\" (T2_CLASSIFIER_EXPERT)");
   option("--max-batch", &server::ServerConfig::max_batch, "sequences decoded together (T2_MAX_BATCH)");
+  option("--max-step-tokens", &server::ServerConfig::max_step_tokens,
+         "tokens per engine step; longer prompts prefill in chunks beside the decodes (T2_MAX_STEP_TOKENS)");
   option("--queue", &server::ServerConfig::queue_capacity, "requests waiting before 429 (T2_QUEUE_CAPACITY)");
   option("--context", &server::ServerConfig::context, "KV cache length per sequence; 0 = the model's (T2_CONTEXT)");
   option("--timeout", &server::ServerConfig::request_timeout_s, "per-request timeout in seconds (T2_REQUEST_TIMEOUT_S)");

@@ -28,6 +28,7 @@ void for_each_setting(ServerConfig& c, Visit&& visit) {
   visit("api_key_file", c.api_key_file);
   visit("max_body_bytes", c.max_body_bytes);
   visit("max_batch", c.max_batch);
+  visit("max_step_tokens", c.max_step_tokens);
   visit("queue_capacity", c.queue_capacity);
   visit("context", c.context);
   visit("request_timeout_s", c.request_timeout_s);
@@ -118,6 +119,9 @@ void ServerConfig::validate() const {
   if (port < 0 || port > 65535) throw InvalidArgument("port", "port must be in [0, 65535]");
   if (max_body_bytes < 1024) throw InvalidArgument("max_body_bytes", "max_body_bytes must be at least 1024");
   if (max_batch < 1 || max_batch > 1024) throw InvalidArgument("max_batch", "max_batch must be in [1, 1024]");
+  if (max_step_tokens < max_batch || max_step_tokens > (int64_t{1} << 20)) {
+    throw InvalidArgument("max_step_tokens", "max_step_tokens must be at least max_batch (one decode token each) and at most 2^20");
+  }
   if (queue_capacity < 1) throw InvalidArgument("queue_capacity", "queue_capacity must be at least 1");
   if (context < 0) throw InvalidArgument("context", "context must be >= 0");
   if (!(request_timeout_s > 0)) throw InvalidArgument("request_timeout_s", "request_timeout_s must be > 0");

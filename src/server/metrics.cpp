@@ -95,7 +95,15 @@ std::string Metrics::render(const engine::Scheduler::Stats& scheduler, const svf
   single(out, "t2_generated_tokens_total", "counter", "Tokens generated.", std::to_string(generated_tokens_));
   single(out, "t2_queue_depth", "gauge", "Requests waiting for a batch slot.", std::to_string(scheduler.queue_depth));
   single(out, "t2_running_sequences", "gauge", "Sequences in the running batch.", std::to_string(scheduler.running));
+  single(out, "t2_dispatching_requests", "gauge", "Requests whose pass 1 is in the engine.", std::to_string(scheduler.dispatching));
   single(out, "t2_decode_steps_total", "counter", "Engine steps run.", std::to_string(scheduler.steps));
+  single(out, "t2_factored_steps_total", "counter", "Engine steps that ran the per-row SVF path (mixed adapters).",
+         std::to_string(scheduler.factored_steps));
+  single(out, "t2_step_tokens_total", "counter", "Tokens through the model in engine steps (prefill, decode and pass 1).",
+         std::to_string(scheduler.step_tokens));
+  single(out, "t2_kv_cache_bytes", "gauge", "Device memory held by the KV cache.", std::to_string(scheduler.kv_cache_bytes));
+  single(out, "t2_adapter_table_bytes", "gauge", "Device memory held by the active adapters' scale rows.",
+         std::to_string(scheduler.adapter_table_bytes));
   header(out, "t2_dispatch_decisions_total", "counter", "Pass-1 decisions by strategy and chosen label.");
   for (const auto& [labels, n] : decisions_) out += "t2_dispatch_decisions_total{" + labels + "} " + std::to_string(n) + "\n";
   header(out, "t2_dispatch_latency_seconds", "histogram", "Pass-1 (dispatch) latency.");
@@ -110,6 +118,8 @@ std::string Metrics::render(const engine::Scheduler::Stats& scheduler, const svf
   single(out, "t2_adapter_store_compose_seconds_total", "counter", "Time spent composing adapted weights.", number(store.compose_seconds));
   single(out, "t2_adapter_store_cached_bytes", "gauge", "Device memory held by cached composed sets.", std::to_string(store.cached_bytes));
   single(out, "t2_adapter_store_factor_bytes", "gauge", "Device memory held by the SVD factors.", std::to_string(store.factor_bytes));
+  single(out, "t2_adapter_store_budget_bytes", "gauge", "Memory budget for cached composed sets.", std::to_string(store.budget_bytes));
+  single(out, "t2_adapter_store_adapters", "gauge", "Resolved adapters held (bounded).", std::to_string(store.adapters));
   return out;
 }
 

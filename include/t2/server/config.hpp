@@ -26,6 +26,7 @@ struct ServerConfig {
   std::string api_key_file;
   int64_t max_body_bytes = 1 << 20;
   int64_t max_batch = 8;
+  int64_t max_step_tokens = 2048;  // tokens per engine step; longer prompts prefill in chunks beside the decodes
   int64_t queue_capacity = 64;
   int64_t context = 0;  // 0: the model's
   double request_timeout_s = 600;
