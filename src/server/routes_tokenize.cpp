@@ -32,8 +32,11 @@ std::vector<int64_t> tokenize_body(const ServingContext& ctx, const json& body) 
   if (!body.contains(key) || !body[key].is_string()) {
     throw ApiError::bad_request("prompt", "'prompt' (or 'content') must be a string, or give 'messages'");
   }
-  // vLLM's add_special_tokens defaults to true, llama.cpp's add_special to false.
-  const bool add_special = body.contains("add_special_tokens") ? flag(body, "add_special_tokens", true) : flag(body, "add_special", false);
+  // vLLM ("prompt", add_special_tokens) adds BOS by default; llama.cpp ("content", add_special) does not.
+  const bool vllm = std::string(key) == "prompt";
+  const bool add_special = body.contains("add_special_tokens") ? flag(body, "add_special_tokens", true)
+                           : body.contains("add_special")      ? flag(body, "add_special", false)
+                                                               : vllm;
   return ctx.tokenizer.encode(body[key].get<std::string>(), add_special);
 }
 

@@ -65,7 +65,9 @@ TEST_P(ChatModel, RendersAndTokenizesAsApplyChatTemplate) {
     const auto prompt = t2::tokenizer::render_chat(GetParam().format, m, /*add_generation_prompt=*/true);
     EXPECT_EQ(prompt.text, chat["text"].get<std::string>());
     EXPECT_EQ(t2::tokenizer::render_chat(GetParam().format, m, false).text, chat["text_no_generation_prompt"].get<std::string>());
-    if (!chat["injection"].get<bool>()) EXPECT_EQ(t2::tokenizer::encode_chat(tok, prompt), chat["ids"].get<std::vector<int64_t>>()) << prompt.text;
+    if (!chat["injection"].get<bool>()) {
+      EXPECT_EQ(t2::tokenizer::encode_chat(tok, prompt), chat["ids"].get<std::vector<int64_t>>()) << prompt.text;
+    }
   }
 }
 
