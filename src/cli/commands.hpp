@@ -12,5 +12,6 @@ void add_pull_command(CLI::App& app);
 void add_train_commands(CLI::App& app);
 void add_svd_command(CLI::App& app);
 void add_experts_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
 
 }  // namespace t2::cli

@@ -54,7 +54,7 @@ void run_generate(GenerateOptions o) {
   s.frequency_penalty = o.frequency_penalty;
   s.seed = o.seed;
 
-  engine::Engine engine(transformer, tok, generation.eos_token_ids, {/*max_sequences=*/1, /*context_length=*/0});
+  engine::Engine engine(transformer, tok, tokenizer::stop_token_ids(tok, generation.eos_token_ids), {/*max_sequences=*/1, /*context_length=*/0});
   const auto prompt_tokens = request.prompt.size();
   const auto start = std::chrono::steady_clock::now();
   engine.add(std::move(request));

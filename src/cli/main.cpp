@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   t2::cli::add_train_commands(app);
   t2::cli::add_pull_command(app);
   t2::cli::add_bench_command(app);
+  t2::cli::add_tokenize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

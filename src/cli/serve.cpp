@@ -67,6 +67,7 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
     s.model.emplace(model::Transformer::load(c.model_dir, placement));
     const auto tokenizer = tokenizer::Tokenizer::load(c.model_dir);
     const auto generation = model::GenerationConfig::from_model_dir(c.model_dir);
+    const auto stop_ids = tokenizer::stop_token_ids(tokenizer, generation.eos_token_ids);
     const std::string fingerprint = model::checkpoint_fingerprint(c.model_dir);
     const auto cache = svf::SvdCache::load_or_build(*s.model, fingerprint, svf::parse_targets(c.targets),
                                                     c.cache_dir.empty() ? svf::default_cache_dir() : std::filesystem::path(c.cache_dir),
@@ -81,13 +82,13 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
     dispatch_options.context = c.dispatch_context;
     s.dispatcher.emplace(*s.model, tokenizer, *s.store, dispatch_options);
     default_strategy = c.dispatch == "auto" ? s.dispatcher->automatic_strategy() : dispatch::parse_strategy(c.dispatch);
-    s.scheduler.emplace(*s.model, tokenizer, generation.eos_token_ids, *s.store, *s.dispatcher,
+    s.scheduler.emplace(*s.model, tokenizer, stop_ids, *s.store, *s.dispatcher,
                         engine::SchedulerOptions{c.max_batch, c.queue_capacity, c.context, c.max_step_tokens});
     const auto format = c.chat_template == "auto" ? tokenizer::detect_chat_format(c.model_dir)
                                                   : tokenizer::parse_chat_format(c.chat_template);
     http.set_ready(std::make_shared<server::ServingContext>(server::ServingContext{
         *s.model, tokenizer, *s.store, *s.scheduler, *s.dispatcher, s.metrics, format, c.model_id, fingerprint, c.experts_dir,
-        default_strategy, c.request_timeout_s, generation.eos_token_ids}));
+        default_strategy, c.request_timeout_s, stop_ids}));
   } catch (...) {
     http.stop();
     http_thread.join();
@@ -149,7 +150,7 @@ void add_serve_command(CLI::App& app) {
   option("--context", &server::ServerConfig::context, "KV cache length per sequence; 0 = the model's (T2_CONTEXT)");
   option("--timeout", &server::ServerConfig::request_timeout_s, "per-request timeout in seconds (T2_REQUEST_TIMEOUT_S)");
   option("--max-body-bytes", &server::ServerConfig::max_body_bytes, "largest accepted request body (T2_MAX_BODY_BYTES)");
-  option("--chat-template", &server::ServerConfig::chat_template, "auto, plain, llama-2, llama-3, chatml, zephyr or mistral (T2_CHAT_TEMPLATE)");
+  option("--chat-template", &server::ServerConfig::chat_template, "auto, plain, llama-2, llama-3, chatml, qwen2, zephyr or mistral (T2_CHAT_TEMPLATE)");
   option("--cache-dir", &server::ServerConfig::cache_dir, "SVD cache folder (T2_CACHE_DIR)");
   option("--targets", &server::ServerConfig::targets, "matrices SVF adapts: mlp, attn or all (T2_TARGETS)");
   auto apply = std::make_shared<std::vector<std::pair<CLI::Option*, std::function<void(server::ServerConfig&)>>>>(std::move(setters));

@@ -60,7 +60,7 @@ AdaptationPrompt::Prefix AdaptationPrompt::render(const std::vector<Category>& c
   Prefix p;
   p.with_descriptions = with_descriptions;
   p.text = replace_all(before_prompt_, "{experts}", category_list(categories, with_descriptions));
-  p.tokens = {tokenizer_.bos_id()};
+  if (tokenizer_.bos_id() >= 0) p.tokens = {tokenizer_.bos_id()};  // Qwen2 has no BOS
   const auto body = tokenizer_.encode_with_specials(p.text);  // the template's own markup may hold control tokens
   p.tokens.insert(p.tokens.end(), body.begin(), body.end());
   return p;

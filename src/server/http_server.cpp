@@ -46,6 +46,7 @@ HttpServer::HttpServer(const ServerConfig& config, std::vector<std::string> api_
   register_expert_routes(*http_, routes);
   register_adaptation_routes(*http_, routes);
   register_ops_routes(*http_, routes);
+  register_tokenize_routes(*http_, routes);
 
   http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     // Only errors no route answered: unknown paths, oversized bodies.

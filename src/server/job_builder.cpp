@@ -88,7 +88,7 @@ RequestJobs build_chat_jobs(const ServingContext& ctx, const nlohmann::json& bod
   RequestJobs out;
   out.fields = r.fields;
   engine::Job job = base_job(ctx, out.fields);
-  job.prompt = ctx.tokenizer.encode_with_specials(tokenizer::render_chat(ctx.chat_format, r.messages));
+  job.prompt = tokenizer::encode_chat(ctx.tokenizer, tokenizer::render_chat(ctx.chat_format, r.messages));
   for (const auto& m : r.messages) {
     if (m.role == "user") job.dispatch_text = m.content;  // the latest user turn
   }

@@ -3,6 +3,7 @@
 //   routes_experts.cpp       GET /v1/models, GET/POST /v1/experts, GET/DELETE /v1/experts/{name}
 //   routes_adaptations.cpp   POST /v1/adaptations, GET /v1/adaptations/{id}
 //   routes_ops.cpp           GET /health, GET /metrics
+//   routes_tokenize.cpp      POST /tokenize, POST /detokenize
 // Each file registers its handlers on the httplib::Server; the handlers reach
 // their server's state only through the RouteContext they are given.
 #pragma once
@@ -38,5 +39,6 @@ void register_completion_routes(httplib::Server& http, const RouteContext& route
 void register_expert_routes(httplib::Server& http, const RouteContext& routes);
 void register_adaptation_routes(httplib::Server& http, const RouteContext& routes);
 void register_ops_routes(httplib::Server& http, const RouteContext& routes);
+void register_tokenize_routes(httplib::Server& http, const RouteContext& routes);
 
 }  // namespace t2::server

@@ -1,13 +1,16 @@
 #include "t2/tokenizer/tokenizer.hpp"
 
-#include <sentencepiece_processor.h>
+#include <algorithm>
 
+#include "backend.hpp"
+#include "hf_tokenizer.hpp"
+#include "sentencepiece_tokenizer.hpp"
 #include "t2/common/errors.hpp"
 
 namespace t2::tokenizer {
 namespace {
 
-// SentencePiece decodes an incomplete UTF-8 sequence as U+FFFD.
+// Both implementations decode an incomplete UTF-8 sequence as U+FFFD.
 bool ends_with_replacement_char(const std::string& s) {
   static const std::string kReplacement = "\xEF\xBF\xBD";
   return s.size() >= kReplacement.size() && s.compare(s.size() - kReplacement.size(), kReplacement.size(), kReplacement) == 0;
@@ -15,107 +18,50 @@ bool ends_with_replacement_char(const std::string& s) {
 
 }  // namespace
 
-Tokenizer::Tokenizer(std::shared_ptr<const sentencepiece::SentencePieceProcessor> processor)
-    : processor_(std::move(processor)) {}
+Tokenizer::Tokenizer(std::shared_ptr<const TokenizerBackend> backend) : backend_(std::move(backend)) {}
 
 Tokenizer Tokenizer::load(const std::filesystem::path& path) {
-  const auto file = std::filesystem::is_directory(path) ? path / "tokenizer.model" : path;
-  if (!std::filesystem::exists(file)) throw LoadError(file.string() + ": tokenizer model not found");
-  auto processor = std::make_shared<sentencepiece::SentencePieceProcessor>();
-  const auto status = processor->Load(file.string());
-  if (!status.ok()) throw LoadError(file.string() + ": cannot load SentencePiece model: " + status.ToString());
-  return Tokenizer(std::move(processor));
+  if (!std::filesystem::is_directory(path)) {
+    return Tokenizer(path.extension() == ".json" ? load_hf_tokenizer(path) : load_sentencepiece(path));
+  }
+  if (std::filesystem::exists(path / "tokenizer.model")) return Tokenizer(load_sentencepiece(path / "tokenizer.model"));
+  if (std::filesystem::exists(path / "tokenizer.json")) return Tokenizer(load_hf_tokenizer(path / "tokenizer.json"));
+  throw LoadError(path.string() + ": no tokenizer.model or tokenizer.json");
 }
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
-  std::vector<int> ids;
-  const auto status = processor_->Encode(text, &ids);
-  if (!status.ok()) throw InvalidArgument("prompt", "cannot tokenize text: " + status.ToString());
-  std::vector<int64_t> out;
-  out.reserve(ids.size() + 1);
-  if (add_bos && bos_id() >= 0) out.push_back(bos_id());
+  const auto ids = backend_->encode(text, /*allow_special=*/false, {});
+  return add_bos ? add_sequence_specials(ids) : ids;
+}
+
+std::vector<int64_t> Tokenizer::encode_with_specials(const std::string& text, const std::vector<TextSpan>& literal) const {
+  return backend_->encode(text, /*allow_special=*/true, literal);
+}
+
+std::vector<int64_t> Tokenizer::add_sequence_specials(const std::vector<int64_t>& ids) const {
+  std::vector<int64_t> out = backend_->sequence_prefix();
   out.insert(out.end(), ids.begin(), ids.end());
+  const auto suffix = backend_->sequence_suffix();
+  out.insert(out.end(), suffix.begin(), suffix.end());
   return out;
 }
 
-std::optional<int64_t> Tokenizer::special_id(const std::string& piece) const {
-  // Control pieces (<s>, </s>) and user-defined ones (<|im_start|>): an exact
-  // piece that is neither a byte, unknown nor unused.
-  const int id = processor_->PieceToId(piece);
-  if (processor_->IdToPiece(id) != piece) return std::nullopt;
-  if (processor_->IsByte(id) || processor_->IsUnknown(id) || processor_->IsUnused(id)) return std::nullopt;
-  return id;
+std::optional<int64_t> Tokenizer::special_id(const std::string& piece) const { return backend_->special_id(piece); }
+std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  return backend_->decode(ids, skip_special_tokens);
 }
+std::string Tokenizer::piece(int64_t id) const { return backend_->piece(id); }
+std::string Tokenizer::token_text(int64_t id) const { return backend_->token_text(id); }
+int64_t Tokenizer::vocab_size() const { return backend_->vocab_size(); }
+int64_t Tokenizer::bos_id() const { return backend_->bos_id(); }
+int64_t Tokenizer::eos_id() const { return backend_->eos_id(); }
+const char* Tokenizer::kind() const { return backend_->kind(); }
 
-std::vector<int64_t> Tokenizer::encode_with_specials(const std::string& text) const {
-  // Special pieces look like <...>, <|...|> or [INST]; split on those the vocabulary knows.
-  std::vector<int64_t> out;
-  size_t start = 0;
-  size_t search = 0;
-  while (search < text.size()) {
-    const size_t open = text.find('<', search);
-    if (open == std::string::npos) break;
-    const size_t close = text.find('>', open);
-    if (close == std::string::npos) break;
-    const auto id = special_id(text.substr(open, close - open + 1));
-    if (!id) {
-      search = open + 1;
-      continue;
-    }
-    if (open > start) {
-      const auto piece = encode(text.substr(start, open - start), false);
-      out.insert(out.end(), piece.begin(), piece.end());
-    }
-    out.push_back(*id);
-    start = search = close + 1;
-  }
-  if (start < text.size()) {
-    const auto piece = encode(text.substr(start), false);
-    out.insert(out.end(), piece.begin(), piece.end());
-  }
-  return out;
+std::vector<int64_t> stop_token_ids(const Tokenizer& tokenizer, std::vector<int64_t> configured) {
+  const int64_t eos = tokenizer.eos_id();
+  if (eos >= 0 && std::find(configured.begin(), configured.end(), eos) == configured.end()) configured.push_back(eos);
+  return configured;
 }
-
-std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
-  std::vector<int> narrow;
-  narrow.reserve(ids.size());
-  for (const int64_t id : ids) {
-    if (id < 0 || id >= vocab_size()) throw InvalidArgument("tokens", "token id " + std::to_string(id) + " is outside the vocabulary");
-    narrow.push_back(static_cast<int>(id));
-  }
-  std::string text;
-  const auto status = processor_->Decode(narrow, &text);
-  if (!status.ok()) throw Error("cannot decode tokens: " + status.ToString());
-  return text;
-}
-
-std::string Tokenizer::piece(int64_t id) const {
-  if (id < 0 || id >= vocab_size()) throw InvalidArgument("tokens", "token id " + std::to_string(id) + " is outside the vocabulary");
-  return processor_->IdToPiece(static_cast<int>(id));
-}
-
-std::string Tokenizer::token_text(int64_t id) const {
-  const std::string p = piece(id);
-  if (processor_->IsByte(static_cast<int>(id)) && p.size() == 6) {
-    return std::string(1, static_cast<char>(std::stoi(p.substr(3, 2), nullptr, 16)));
-  }
-  if (processor_->IsControl(static_cast<int>(id))) return "";
-  static const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's word boundary
-  std::string text;
-  for (size_t i = 0; i < p.size();) {
-    if (p.compare(i, kSpace.size(), kSpace) == 0) {
-      text += ' ';
-      i += kSpace.size();
-    } else {
-      text += p[i++];
-    }
-  }
-  return text;
-}
-
-int64_t Tokenizer::vocab_size() const { return processor_->GetPieceSize(); }
-int64_t Tokenizer::bos_id() const { return processor_->bos_id(); }
-int64_t Tokenizer::eos_id() const { return processor_->eos_id(); }
 
 StreamDecoder::StreamDecoder(Tokenizer tokenizer, const std::vector<int64_t>& context)
     : tokenizer_(std::move(tokenizer)), tokens_(context) {

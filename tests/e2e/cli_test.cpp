@@ -77,7 +77,7 @@ TEST(Cli, HelpListsSubcommandsAndOptions) {
     EXPECT_NE(generate.output.find(flag), std::string::npos) << flag;
   }
   for (const char* sub : {"bench", "svd", "experts", "experts list", "experts show", "experts validate", "experts mix",
-                          "experts import"}) {
+                          "experts import", "tokenize"}) {
     EXPECT_EQ(run(std::string(sub) + " --help").status, 0) << sub;
   }
 }
@@ -209,4 +209,22 @@ TEST(Cli, EvalWithAnUnknownDispatchStrategyExitsWithAMessage) {
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("--dispatch"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("prompt, classifier or oracle"), std::string::npos) << r.output;
+}
+
+TEST(Cli, TokenizePrintsTheIdsAsJson) {
+  const auto dir = t2::testing::stories_dir();
+  const auto tok = t2::tokenizer::Tokenizer::load(dir);
+  const auto plain = run_split("tokenize --model " + dir.string() + " --text 'Once upon a time </s>'");
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  EXPECT_EQ(nlohmann::json::parse(plain.out).get<std::vector<int64_t>>(), tok.encode("Once upon a time </s>", false));
+  // run(), not a second run_split: fresh_dir's remove_all of an existing folder binds to libtorch's broken copy.
+  const auto special = run("tokenize --model " + dir.string() + " --text 'Once</s>' --parse-special --add-special-tokens");
+  ASSERT_EQ(special.status, 0) << special.output;
+  const auto ids = nlohmann::json::parse(special.output).get<std::vector<int64_t>>();
+  ASSERT_GE(ids.size(), 2u);
+  EXPECT_EQ(ids.front(), tok.bos_id());
+  EXPECT_EQ(ids.back(), tok.eos_id());  // "</s>" named its control token
+  const auto missing = run("tokenize --model " + t2::testing::fresh_dir("no-tokenizer").string() + " --text x");
+  EXPECT_NE(missing.status, 0);
+  EXPECT_NE(missing.output.find("no tokenizer.model or tokenizer.json"), std::string::npos) << missing.output;
 }

@@ -1,6 +1,7 @@
 // The real server on 127.0.0.1 with stories260K, driven over HTTP.
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <regex>
@@ -560,4 +561,31 @@ TEST(ServerDispatchBudget, LoadingATargetThePromptCannotListIsRefused) {
   auto loaded = c.Post("/v1/experts", json{{"name", "fish"}}.dump(), "application/json");
   ASSERT_TRUE(loaded);
   EXPECT_EQ(loaded->status, 201) << loaded->body;
+}
+
+TEST_F(ServerTest, TokenizeAndDetokenize) {
+  const auto tok = t2::tokenizer::Tokenizer::load(t2::testing::stories_dir());
+  // A prompt tokenizes as /v1/completions feeds it: BOS by default (vLLM), "</s>" written in it stays text.
+  const json vllm = post("/tokenize", {{"model", "stories260K"}, {"prompt", "Once upon a time</s>"}});
+  EXPECT_EQ(vllm["tokens"].get<std::vector<int64_t>>(), tok.encode("Once upon a time</s>", true));
+  EXPECT_EQ(vllm["count"], vllm["tokens"].size());
+  EXPECT_GT(vllm["max_model_len"].get<int64_t>(), 0);
+  const auto tokens = vllm["tokens"].get<std::vector<int64_t>>();
+  EXPECT_EQ(std::count(tokens.begin(), tokens.end(), tok.eos_id()), 0);
+  // llama.cpp's field names, whose add_special defaults to false.
+  EXPECT_EQ(post("/tokenize", {{"content", "Lily"}})["tokens"].get<std::vector<int64_t>>(), tok.encode("Lily", false));
+  EXPECT_EQ(post("/tokenize", {{"prompt", "Lily"}, {"add_special_tokens", false}})["tokens"].get<std::vector<int64_t>>(),
+            tok.encode("Lily", false));
+  // Messages render with the model's chat template; a user's "<s>" is no BOS.
+  const json chat = post("/tokenize", {{"messages", {{{"role", "user"}, {"content", "<s>hi"}}}}});
+  const auto chat_ids = chat["tokens"].get<std::vector<int64_t>>();
+  EXPECT_EQ(std::count(chat_ids.begin(), chat_ids.end(), tok.bos_id()), 1);
+
+  const json text = post("/detokenize", {{"tokens", tok.encode("Once upon a time", true)}});
+  EXPECT_EQ(text["prompt"], "<s>" + tok.decode(tok.encode("Once upon a time", false)));  // special tokens written out
+  EXPECT_EQ(text["content"], text["prompt"]);
+  expect_error(post("/detokenize", {{"tokens", {1, 999999}}}, 400), "tokens");
+  expect_error(post("/detokenize", {{"tokens", "1 2"}}, 400), "tokens");
+  expect_error(post("/tokenize", {{"prompt", 5}}, 400), "prompt");
+  expect_error(post("/tokenize", {{"prompt", "x"}, {"add_special_tokens", "yes"}}, 400), "add_special_tokens");
 }

@@ -131,14 +131,14 @@ TEST(Metrics, HistogramsAreCumulativeAndLabelsEscaped) {
 TEST(ChatTemplates, KnownFamilies) {
   const std::vector<t2::tokenizer::ChatMessage> m = {{"system", "S"}, {"user", "U"}, {"assistant", "A"}, {"user", "V"}};
   using t2::tokenizer::ChatFormat;
-  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kLlama2, m),
+  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kLlama2, m).text,
             "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s><s>[INST] V [/INST]");
-  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kChatML, {{"user", "U"}}), "<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kLlama3, {{"user", "U"}}),
+  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kChatML, {{"user", "U"}}).text, "<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kLlama3, {{"user", "U"}}).text,
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
-  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kZephyr, {{"user", "U"}}), "<|user|>\nU</s>\n<|assistant|>\n");
-  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kMistral, {{"system", "S"}, {"user", "U"}}), "<s>[INST] S\n\nU [/INST]");
-  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kPlain, {{"user", "U"}}), "<s>User: U\nAssistant:");
+  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kZephyr, {{"user", "U"}}).text, "<|user|>\nU</s>\n<|assistant|>\n");
+  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kMistral, {{"system", "S"}, {"user", "U"}}).text, "<s>[INST] S\n\nU [/INST]");
+  EXPECT_EQ(t2::tokenizer::render_chat(ChatFormat::kPlain, {{"user", "U"}}).text, "User: U\nAssistant:");
   EXPECT_EQ(t2::tokenizer::parse_chat_format("chatml"), ChatFormat::kChatML);
   EXPECT_THROW(t2::tokenizer::parse_chat_format("jinja"), t2::InvalidArgument);
 

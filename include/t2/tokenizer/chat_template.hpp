@@ -1,11 +1,15 @@
-// Chat templates: OpenAI-style messages rendered to the prompt text a chat
-// model was trained on. Special pieces in the text ("<s>", "<|im_start|>")
-// become control tokens through Tokenizer::encode_with_specials.
+// Chat templates: OpenAI-style messages rendered to the prompt a chat model
+// was trained on, as its tokenizer_config.json template (apply_chat_template)
+// renders them, and tokenized so that only the template's own markup yields
+// control tokens: "<|im_start|>" written in a message stays text.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include "t2/tokenizer/tokenizer.hpp"
 
 namespace t2::tokenizer {
 
@@ -14,16 +18,25 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatFormat { kPlain, kLlama2, kLlama3, kChatML, kZephyr, kMistral };
+enum class ChatFormat { kPlain, kLlama2, kLlama3, kChatML, kQwen2, kZephyr, kMistral };
 
-// "plain" | "llama-2" | "llama-3" | "chatml" | "zephyr" | "mistral"; throws InvalidArgument.
+// "plain" | "llama-2" | "llama-3" | "chatml" | "qwen2" | "zephyr" | "mistral"; throws InvalidArgument.
 ChatFormat parse_chat_format(const std::string& name);
 const char* to_string(ChatFormat format);
-// The model's own family, recognised from tokenizer_config.json's
-// chat_template; plain for base models without one.
+// The model's own family, recognised from its chat template (tokenizer_config.json's
+// chat_template or chat_template.jinja); plain for base models without one.
+// Throws LoadError naming --chat-template for a template t2 does not know.
 ChatFormat detect_chat_format(const std::filesystem::path& model_dir);
 
-// The prompt, ending where the assistant's reply begins.
-std::string render_chat(ChatFormat format, const std::vector<ChatMessage>& messages);
+struct ChatPrompt {
+  std::string text;
+  std::vector<TextSpan> content;  // the messages' own text inside `text`
+  bool prepend_bos = false;       // the format leaves BOS to the tokenizer
+};
+
+// The prompt; with `add_generation_prompt` it ends where the assistant's reply begins.
+ChatPrompt render_chat(ChatFormat format, const std::vector<ChatMessage>& messages, bool add_generation_prompt = true);
+// The prompt's ids: markup may name control tokens, message content may not.
+std::vector<int64_t> encode_chat(const Tokenizer& tokenizer, const ChatPrompt& prompt);
 
 }  // namespace t2::tokenizer
