@@ -148,7 +148,8 @@ struct AdaptCommand {
     request.generation = {task.max_tokens, l.eos};
     request.cem = cem;
     request.per_matrix = per_matrix;
-    svf::Expert mixture = train::adapt_mixture(*l.model, *l.tokenizer, *l.store, request);
+    train::EngineRunner runner(*l.model, *l.tokenizer, *l.store);
+    svf::Expert mixture = train::adapt_mixture(*l.tokenizer, *l.store, runner, request);
     mixture.provenance["examples_file"] = std::filesystem::path(task.file).filename().string();
     mixture.save(out);
     std::cout << mixture.to_json().dump() << std::endl;

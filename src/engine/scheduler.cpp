@@ -20,6 +20,13 @@ JobEvent JobEvent::generated(int choice, TokenEvent token) {
   return e;
 }
 
+JobEvent JobEvent::scored(ScoreEvent scores) {
+  JobEvent e;
+  e.kind = Kind::kScores;
+  e.scores = std::move(scores);
+  return e;
+}
+
 JobEvent JobEvent::failed(int choice, ErrorKind kind, std::string message) {
   JobEvent e;
   e.kind = Kind::kError;
@@ -126,18 +133,19 @@ void Scheduler::loop() {
     std::vector<Queued> admitted;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      const bool busy = !running_.empty() || !dispatching_.empty();
+      const bool busy = !running_.empty() || !dispatching_.empty() || !scoring_.empty();
       // Idle: sleep until a job arrives. Busy: poll briefly for cancellations between steps.
       wake_.wait_for(lock, std::chrono::milliseconds(busy ? 0 : 1000),
                      [&] { return !queue_.empty() || draining_ || busy; });
-      if (draining_ && queue_.empty() && running_.empty() && dispatching_.empty()) return;
+      if (draining_ && queue_.empty() && running_.empty() && dispatching_.empty() && scoring_.empty()) return;
       // A free-text pass 1 needs a sequence slot of its own beside the job's n.
       int64_t free = options_.max_batch - reserved_slots();
       while (!queue_.empty()) {
         const Job& next = queue_.front().job;
         const bool free_text = (next.strategy == dispatch::Strategy::kPrompt || next.strategy == dispatch::Strategy::kClassifier) &&
                                !dispatcher_.constrained();
-        const int64_t need = next.n + (free_text ? 1 : 0);
+        // Scoring jobs use the engine's scratch slots, not sequence slots.
+        const int64_t need = next.scoring ? 0 : next.n + (free_text ? 1 : 0);
         if (need > free) break;
         free -= need;
         admitted.push_back(std::move(queue_.front()));
@@ -146,7 +154,7 @@ void Scheduler::loop() {
     }
     for (auto& queued : admitted) admit(std::move(queued));
     drop_cancelled_and_expired();
-    if (running_.empty() && dispatching_.empty()) continue;
+    if (running_.empty() && dispatching_.empty() && scoring_.empty()) continue;
     StepOutput output;
     try {
       output = engine_.step();
@@ -178,10 +186,22 @@ void Scheduler::fail_everything(const std::string& message) {
   }
   dispatching_.clear();
   dispatching_count_ = 0;
+  for (auto& [id, q] : scoring_) {
+    engine_.cancel(id);
+    q.handle->push(JobEvent::failed(0, ErrorKind::kInternal, message));
+    q.handle->close();
+  }
+  scoring_.clear();
 }
 
 void Scheduler::handle_step(StepOutput output) {
-  for (const ScoreEvent& scores : output.scores) {
+  for (ScoreEvent& scores : output.scores) {
+    if (const auto job = scoring_.find(scores.request); job != scoring_.end()) {
+      job->second.handle->push(JobEvent::scored(std::move(scores)));
+      job->second.handle->close();
+      scoring_.erase(job);
+      continue;
+    }
     const auto it = dispatching_.find(scores.request);
     if (it == dispatching_.end()) continue;
     Dispatching d = std::move(it->second);
@@ -232,6 +252,11 @@ void Scheduler::admit(Queued queued) {
     return;
   }
   try {
+    if (job.scoring) {
+      const SequenceId id = engine_.score(*job.scoring);
+      scoring_.emplace(id, std::move(queued));
+      return;
+    }
     dispatch::Decision decision;
     switch (job.strategy) {
       case dispatch::Strategy::kPrompt:
@@ -264,7 +289,7 @@ void Scheduler::start_generation(Queued queued, const dispatch::Decision& decisi
   const auto& handle = queued.handle;
   std::vector<SequenceId> ids;
   try {
-    job.generation.adapter = store_.adapter(decision.adaptation);
+    job.generation.adapter = job.adapter ? job.adapter : store_.adapter(decision.adaptation);
     job.generation.prompt = std::move(job.prompt);
     for (int choice = 0; choice < job.n; ++choice) {
       GenerationRequest request = job.generation;
@@ -311,6 +336,18 @@ void Scheduler::drop_cancelled_and_expired() {
     it = dispatching_.erase(it);
   }
   dispatching_count_ = static_cast<int64_t>(dispatching_.size());
+  for (auto it = scoring_.begin(); it != scoring_.end();) {
+    const auto& handle = it->second.handle;
+    const bool expired = now > it->second.job.deadline;
+    if (!handle->cancelled() && !expired) {
+      ++it;
+      continue;
+    }
+    if (expired && !handle->cancelled()) handle->push(JobEvent::failed(0, ErrorKind::kTimeout, "the request timed out"));
+    handle->close();
+    engine_.cancel(it->first);
+    it = scoring_.erase(it);
+  }
 }
 
 void Scheduler::finish_choice(SequenceId id) {

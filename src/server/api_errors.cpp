@@ -13,6 +13,8 @@ ApiError to_api_error(ErrorKind kind, const std::string& message, const std::str
       return ApiError(504, "timeout_error", message, "", "timeout");
     case ErrorKind::kOverloaded:
       return ApiError(429, "rate_limit_error", message, "", "queue_full");  // send_error adds Retry-After
+    case ErrorKind::kNameTaken:
+      return ApiError(409, "invalid_request_error", message, param, "exists");
     case ErrorKind::kInternal:
       break;
   }

@@ -1,10 +1,11 @@
-// POST /v1/adaptations (validates a few-shot CEM request and starts it as a
-// background job, 202) and GET /v1/adaptations/{id} (its progress). The jobs
-// themselves belong to AdaptationJobs.
+// POST /v1/adaptations (validates a few-shot CEM request and queues it as a
+// background job, 202), GET /v1/adaptations/{id} (its progress) and DELETE
+// /v1/adaptations/{id} (cancels it). The jobs themselves belong to AdaptationJobs.
 #include <limits>
 #include <string>
 #include <utility>
 
+#include "api_errors.hpp"
 #include "responses.hpp"
 #include "routes.hpp"
 
@@ -20,8 +21,7 @@ train::AdaptRequest parse_adapt_request(const ServingContext& ctx, const json& b
   if (!body.contains("name") || !body["name"].is_string() || !svf::is_valid_expert_name(body["name"].get<std::string>())) {
     throw ApiError::bad_request("name", "'name' must be a valid expert name (letters, digits, '.', '_', '-')");
   }
-  r.name = body["name"].get<std::string>();
-  if (ctx.store.find(r.name)) throw ApiError(409, "invalid_request_error", "expert '" + r.name + "' already exists", "name", "exists");
+  r.name = body["name"].get<std::string>();  // AdaptationJobs reserves it (or refuses a taken one)
   if (!body.contains("experts") || !body["experts"].is_array() || body["experts"].empty()) {
     throw ApiError::bad_request("experts", "'experts' must be a non-empty array of loaded expert names");
   }
@@ -73,7 +73,17 @@ void start_adaptation(const RouteContext& routes, const httplib::Request& req, h
     send_json(res, 202, routes.adaptations.start(ctx, std::move(request)));
   } catch (const ApiError& e) {
     send_error(res, e);
+  } catch (const Error& e) {
+    send_error(res, to_api_error(e));
   }
+}
+
+void cancel_adaptation(const RouteContext& routes, const httplib::Request& req, httplib::Response& res) {
+  auto ctx = routes.admit(req, res);
+  if (!ctx) return;
+  const auto job = routes.adaptations.cancel(req.matches[1]);
+  if (!job) return send_error(res, ApiError::not_found("id", "no adaptation " + req.matches[1].str(), "not_found"));
+  send_json(res, 200, *job);
 }
 
 void get_adaptation(const RouteContext& routes, const httplib::Request& req, httplib::Response& res) {
@@ -89,6 +99,7 @@ void get_adaptation(const RouteContext& routes, const httplib::Request& req, htt
 void register_adaptation_routes(httplib::Server& http, const RouteContext& routes) {
   http.Post("/v1/adaptations", [routes](const auto& req, auto& res) { start_adaptation(routes, req, res); });
   http.Get(R"(/v1/adaptations/([^/]+))", [routes](const auto& req, auto& res) { get_adaptation(routes, req, res); });
+  http.Delete(R"(/v1/adaptations/([^/]+))", [routes](const auto& req, auto& res) { cancel_adaptation(routes, req, res); });
 }
 
 }  // namespace t2::server

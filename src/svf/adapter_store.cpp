@@ -273,6 +273,10 @@ void AdapterStore::compose_in_background(std::shared_ptr<const Adapter> adapter)
   {
     std::lock_guard<std::mutex> lock(mutex_);
     const std::string id = adapter->id();
+    // Only adapters the store resolved (and still holds) are worth a composed
+    // set; a CEM candidate or a stale adapter keeps the factored path.
+    const auto held = adapters_.find(adapter->key);
+    if (held == adapters_.end() || held->second.adapter->id() != id) return;
     if (cache_.count(id) > 0 || !composing_.insert(id).second) return;
     compose_queue_.push_back(std::move(adapter));
   }

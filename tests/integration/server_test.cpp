@@ -104,6 +104,13 @@ class ServerTest : public ::testing::Test {
     EXPECT_EQ(r->status, expected_status) << r->body;
     return json::parse(r->body);
   }
+  static json del(const std::string& path, int expected_status = 200) {
+    auto r = client().Delete(path.c_str());
+    EXPECT_TRUE(r) << path;
+    if (!r) return json();
+    EXPECT_EQ(r->status, expected_status) << r->body;
+    return json::parse(r->body);
+  }
   // The data: payloads of a server-sent event stream, [DONE] excluded; `done` says whether it came.
   static std::vector<json> stream(const std::string& path, json body, bool* done = nullptr) {
     body["stream"] = true;
@@ -452,7 +459,7 @@ TEST_F(ServerTest, FewShotAdaptationRunsInTheBackgroundAndAddsAnExpert) {
   json state;
   for (int attempt = 0; attempt < 600; ++attempt) {  // polling the job's own record
     state = get("/v1/adaptations/" + id);
-    if (state["status"] != "running") break;
+    if (state["status"] != "queued" && state["status"] != "running") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ASSERT_EQ(state["status"], "succeeded") << state;
@@ -466,6 +473,40 @@ TEST_F(ServerTest, FewShotAdaptationRunsInTheBackgroundAndAddsAnExpert) {
   expect_error(post("/v1/adaptations", {{"name", "../x"}, {"experts", {"dragons"}}, {"examples", examples}}, 400), "name");
   expect_error(post("/v1/adaptations", {{"name", "y"}, {"experts", {"dragons"}}, {"examples", json::array()}}, 400), "examples");
   expect_error(post("/v1/adaptations", {{"name", "pets"}, {"experts", {"dragons"}}, {"examples", examples}}, 409), "name");
+}
+
+TEST_F(ServerTest, AdaptationNamesAreReservedJobsCappedAndCancellable) {
+  const json examples = json::array({{{"prompt", "Once upon a time"}, {"answer", "dog"}}, {{"prompt", "One day"}, {"answer", "dog"}}});
+  const json slow = {{"name", "held"}, {"experts", {"dragons", "friends"}}, {"examples", examples}, {"population", 64},
+                     {"iters", 100}, {"max_tokens", 64}};
+  const json first = post("/v1/adaptations", slow, 202);
+  // The name is reserved from the moment the job is accepted, running or queued.
+  expect_error(post("/v1/adaptations", slow, 409), "name");
+  // A loaded expert's name is taken too.
+  json taken = slow;
+  taken["name"] = "dragons";
+  expect_error(post("/v1/adaptations", taken, 409), "name");
+  // Too big a job: population * iters * examples over the limit, named.
+  json huge = slow;
+  huge["name"] = "huge";
+  huge["population"] = 256;
+  const json refused = post("/v1/adaptations", huge, 400);
+  expect_error(refused, "population");
+  EXPECT_NE(refused["error"]["message"].get<std::string>().find("limit"), std::string::npos) << refused;
+
+  // DELETE cancels; the job ends "cancelled" and its name is free again.
+  EXPECT_EQ(del("/v1/adaptations/" + first["id"].get<std::string>())["id"], first["id"]);
+  json state;
+  for (int attempt = 0; attempt < 600; ++attempt) {
+    state = get("/v1/adaptations/" + first["id"].get<std::string>());
+    if (state["status"] == "cancelled" || state["status"] == "failed" || state["status"] == "succeeded") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(state["status"], "cancelled") << state;
+  expect_error(get("/v1/experts/held", 404), "");
+  const json again = post("/v1/adaptations", slow, 202);
+  EXPECT_EQ(del("/v1/adaptations/" + again["id"].get<std::string>())["name"], "held");
+  expect_error(del("/v1/adaptations/adapt-nothing", 404), "id");
 }
 
 TEST_F(ServerTest, ADefaultRequestRunsTheClassifierMarkedInExpertJson) {

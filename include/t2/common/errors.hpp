@@ -44,6 +44,12 @@ class Overloaded : public Error {
   using Error::Error;
 };
 
+// A name that is already taken (an expert, a folder, another job's).
+class NameTaken : public InvalidArgument {
+ public:
+  using InvalidArgument::InvalidArgument;
+};
+
 // What kind of failure ended an operation, for components that report errors
 // as values rather than exceptions (the scheduler's job events). The server
 // maps each kind to its HTTP status in one place (src/server/api_errors.cpp).
@@ -52,11 +58,13 @@ enum class ErrorKind {
   kNotFound,         // NotFound
   kTimeout,          // a deadline passed
   kOverloaded,       // Overloaded
+  kNameTaken,        // NameTaken
   kInternal,         // anything else: a bug, a device failure, a malformed file
 };
 
 // The kind of a caught exception: the typed errors above by their type, the rest kInternal.
 inline ErrorKind kind_of(const std::exception& e) {
+  if (dynamic_cast<const NameTaken*>(&e)) return ErrorKind::kNameTaken;
   if (dynamic_cast<const InvalidArgument*>(&e)) return ErrorKind::kInvalidArgument;
   if (dynamic_cast<const NotFound*>(&e)) return ErrorKind::kNotFound;
   if (dynamic_cast<const Overloaded*>(&e)) return ErrorKind::kOverloaded;

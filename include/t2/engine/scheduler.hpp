@@ -27,16 +27,18 @@
 namespace t2::engine {
 
 struct JobEvent {
-  enum class Kind { kDispatch, kToken, kError };
+  enum class Kind { kDispatch, kToken, kScores, kError };
   Kind kind = Kind::kToken;
   int choice = 0;                 // kToken: which of the n completions
   TokenEvent token;               // kToken
+  ScoreEvent scores;              // kScores: a scoring job's one result
   dispatch::Decision decision;    // kDispatch: always the first event
   std::string error;              // kError: the job ended with this message
   ErrorKind error_kind = ErrorKind::kInternal;  // kError: why, for the server to report (never an HTTP status here)
 
   static JobEvent dispatched(dispatch::Decision decision);
   static JobEvent generated(int choice, TokenEvent token);
+  static JobEvent scored(ScoreEvent scores);
   static JobEvent failed(int choice, ErrorKind kind, std::string message);
 };
 
@@ -67,6 +69,11 @@ struct Job {
   std::string dispatch_text;  // what pass 1 classifies: the user's own words
   dispatch::Strategy strategy = dispatch::Strategy::kNone;
   svf::Adaptation adaptation;  // for the explicit strategy
+  // Explicit strategy: run this adapter instead of resolving `adaptation`
+  // (CEM candidates, which the store does not hold).
+  std::shared_ptr<const svf::Adapter> adapter;
+  // A scoring job instead of a generation: its one event is kScores.
+  std::optional<ScoringRequest> scoring;
   GenerationRequest generation;
   int n = 1;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
@@ -145,6 +152,7 @@ class Scheduler {
   const int64_t adapter_table_bytes_;
   std::map<SequenceId, Running> running_;
   std::map<SequenceId, Dispatching> dispatching_;  // by the engine id of pass 1
+  std::map<SequenceId, Queued> scoring_;           // scoring jobs by engine id
   std::map<const JobHandle*, int> open_choices_;  // unfinished choices per job
 
   mutable std::mutex mutex_;

@@ -86,7 +86,7 @@ class AdapterStore {
   // The composed dense set of `adapter` if it is cached; never waits.
   std::shared_ptr<const model::ProjectionSet> dense(const Adapter& adapter);
   // Queues the composition of `adapter`'s dense set on the store's thread
-  // (once; a no-op when cached or queued).
+  // (once; a no-op when cached or queued, or when the store did not resolve it).
   void compose_in_background(std::shared_ptr<const Adapter> adapter);
   // The adapted matrices, composed now on the caller's thread when not
   // cached, or nullptr for the base model (for CLIs that run one adaptation).
