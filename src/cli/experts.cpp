@@ -144,15 +144,26 @@ void add_experts_command(CLI::App& app) {
 
   auto file = std::make_shared<std::string>();
   auto import_options = std::make_shared<svf::ReferenceImport>();
-  CLI::App* import_cmd =
-      cmd->add_subcommand("import", "Import a SakanaAI/self-adaptive-llms checkpoint (torch.save'd p, z = sigmoid(p) * max_mult)");
+  auto targets = std::make_shared<std::string>("mlp");
+  CLI::App* import_cmd = cmd->add_subcommand(
+      "import",
+      "Import a SakanaAI/self-adaptive-llms policy, z = sigmoid(p) * max_mult: policy_params.pt "
+      "(torch.save(policy.state_dict()), learnable_params_module_list.N = the N-th --targets matrix in HF "
+      "state_dict order) or learnable_params.pt (a dict keyed by HF weight name)");
   import_cmd->add_option("file", *file, "the .pt file")->required()->check(CLI::ExistingFile);
   import_cmd->add_option("--name", import_options->name, "name of the new expert")->required();
   import_cmd->add_option("--model", *model_dir, "the base model folder it was trained on")->required()->envname("T2_MODEL");
   import_cmd->add_option("--max-mult", import_options->max_mult, "the policy's max_mult")->capture_default_str();
   import_cmd->add_option("--description", import_options->description, "what the expert is for");
+  import_cmd
+      ->add_option("--targets", *targets,
+                   "matrices a policy_params.pt adapts (mlp: the reference's; attn; all); ignored for "
+                   "learnable_params.pt, whose keys name them")
+      ->check(CLI::IsMember({"mlp", "attn", "all"}))
+      ->capture_default_str();
   add_dir(import_cmd);
-  import_cmd->callback([svf_options, file, model_dir, import_options] {
+  import_cmd->callback([svf_options, file, model_dir, import_options, targets] {
+    import_options->targets = svf::parse_targets(*targets);
     import_reference(*svf_options, *file, *model_dir, *import_options);
   });
 }

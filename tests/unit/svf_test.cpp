@@ -13,6 +13,7 @@
 #include "t2/model/safetensors.hpp"
 #include "t2/svf/adapter_store.hpp"
 #include "t2/svf/compose.hpp"
+#include "t2/svf/reference_import.hpp"
 
 using t2::svf::Adaptation;
 using t2::svf::AdapterStore;
@@ -391,4 +392,44 @@ TEST(SvfCuda, Bf16CompositionWithin1e2OfFloat64) {
   EXPECT_EQ(composed.scalar_type(), at::kBFloat16);
   const double relative = (composed.cpu().to(at::kDouble) - reference).norm().item<double>() / reference.norm().item<double>();
   EXPECT_LT(relative, 1e-2);
+}
+
+// policy_params.pt's learnable_params_module_list.N for Llama-3-8B's shape: the
+// reference's default (MLP) list is layer 0..31 x (gate, up, down) in HF order.
+TEST(SvfReferenceImport, PolicyIndicesFollowHfStateDictOrderForLlama3_8B) {
+  const auto config =
+      t2::model::ModelConfig::from_file(std::filesystem::path(T2_SOURCE_DIR) / "bench" / "llama3-8b-shape.json");
+  ASSERT_EQ(config.num_layers, 32);
+  const auto mlp = t2::svf::policy_param_matrices(config, t2::svf::Targets::kMlp);
+  ASSERT_EQ(mlp.size(), 96u);
+  const char* kMlp[] = {"gate_proj", "up_proj", "down_proj"};
+  for (size_t n = 0; n < mlp.size(); ++n) {
+    EXPECT_EQ(mlp[n].weight_name(),
+              "model.layers." + std::to_string(n / 3) + ".mlp." + kMlp[n % 3] + ".weight") << "N=" << n;
+  }
+  EXPECT_EQ(t2::svf::singular_value_count(config, mlp[0].projection), 4096);  // gate: 14336 x 4096
+  EXPECT_EQ(t2::svf::singular_value_count(config, mlp[2].projection), 4096);  // down: 4096 x 14336
+
+  const auto all = t2::svf::policy_param_matrices(config, t2::svf::Targets::kAll);
+  ASSERT_EQ(all.size(), 224u);
+  const char* kAll[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                        "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+  for (size_t n = 0; n < all.size(); ++n) {
+    EXPECT_EQ(all[n].weight_name(), "model.layers." + std::to_string(n / 7) + "." + kAll[n % 7] + ".weight")
+        << "N=" << n;
+  }
+  EXPECT_EQ(t2::svf::singular_value_count(config, all[1].projection), 1024);  // k_proj: 8 KV heads x 128
+  const auto attn = t2::svf::policy_param_matrices(config, t2::svf::Targets::kAttn);
+  ASSERT_EQ(attn.size(), 128u);
+  EXPECT_EQ(attn[5].weight_name(), "model.layers.1.self_attn.k_proj.weight");
+}
+
+TEST(SvfReferenceImport, ParsesPolicyKeys) {
+  EXPECT_EQ(t2::svf::policy_param_index("learnable_params_module_list.0"), 0);
+  EXPECT_EQ(t2::svf::policy_param_index("learnable_params_module_list.95"), 95);
+  EXPECT_FALSE(t2::svf::policy_param_index("learnable_params_module_list."));
+  EXPECT_FALSE(t2::svf::policy_param_index("learnable_params_module_list.07"));
+  EXPECT_FALSE(t2::svf::policy_param_index("learnable_params_module_list.1x"));
+  EXPECT_FALSE(t2::svf::policy_param_index("learnable_params_module_list.-1"));
+  EXPECT_FALSE(t2::svf::policy_param_index("model.layers.0.mlp.up_proj.weight"));
 }
