@@ -126,7 +126,7 @@ nlohmann::json first_token_report(const model::Transformer& model, svf::AdapterS
   engine.step();
   // From resolving the request's adapter (what the scheduler does at admission) to its first token.
   const auto timed_join = [&](const auto& resolve) {
-    for (int i = 0; i < 2; ++i) engine.step();  // decode steps only
+    for (int i = 0; i < 8; ++i) engine.step();  // decode steps only, past the warm-up of a fresh engine
     model.placement().synchronize();
     auto start = Clock::now();
     engine.step();

@@ -84,6 +84,11 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
     default_strategy = c.dispatch == "auto" ? s.dispatcher->automatic_strategy() : dispatch::parse_strategy(c.dispatch);
     s.scheduler.emplace(*s.model, tokenizer, stop_ids, *s.store, *s.dispatcher,
                         engine::SchedulerOptions{c.max_batch, c.queue_capacity, c.context, c.max_step_tokens});
+    if (c.adapter_cache_bytes == 0) {
+      // Everything else that lives on the device is allocated by now.
+      s.store->set_budget_bytes(placement.free_memory_bytes() / 2);
+      log::info("adapter cache budget: " + std::to_string(s.store->stats().budget_bytes >> 20) + " MiB (half the free device memory)");
+    }
     const auto format = c.chat_template == "auto" ? tokenizer::detect_chat_format(c.model_dir)
                                                   : tokenizer::parse_chat_format(c.chat_template);
     http.set_ready(std::make_shared<server::ServingContext>(server::ServingContext{

@@ -1,5 +1,9 @@
 #include "t2/model/weights.hpp"
 
+#include <ATen/DeviceAccelerator.h>
+
+#include <limits>
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -223,6 +227,18 @@ Placement Placement::parse(const std::string& device, const std::string& dtype) 
     throw InvalidArgument("dtype", "unknown dtype '" + dtype + "' (use auto, float32, bfloat16 or float16)");
   }
   return p;
+}
+
+int64_t Placement::free_memory_bytes() const {
+  if (device.is_cuda()) return static_cast<int64_t>(at::accelerator::getMemoryInfo(device.has_index() ? device.index() : 0).first);
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  while (meminfo >> key >> kib) {
+    if (key == "MemAvailable:") return kib * 1024;
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
 }
 
 void Placement::synchronize() const {

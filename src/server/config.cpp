@@ -124,6 +124,7 @@ void ServerConfig::validate() const {
   }
   if (queue_capacity < 1) throw InvalidArgument("queue_capacity", "queue_capacity must be at least 1");
   if (context < 0) throw InvalidArgument("context", "context must be >= 0");
+  if (adapter_cache_bytes < 0) throw InvalidArgument("adapter_cache_bytes", "adapter_cache_bytes must be >= 0 (0: from free device memory)");
   if (!(request_timeout_s > 0)) throw InvalidArgument("request_timeout_s", "request_timeout_s must be > 0");
   if (dispatch != "auto") dispatch::parse_strategy(dispatch);
   dispatch::parse_label_scoring(label_scoring);

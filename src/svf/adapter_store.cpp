@@ -387,6 +387,12 @@ void AdapterStore::evict_locked() {
   }
 }
 
+void AdapterStore::set_budget_bytes(int64_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  budget_bytes_ = bytes;
+  evict_locked();
+}
+
 AdapterStore::Stats AdapterStore::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   Stats s = stats_;

@@ -72,6 +72,8 @@ struct Placement {
   static Placement parse(const std::string& device, const std::string& dtype);
   // Waits for the work queued on the device (no-op on the CPU).
   void synchronize() const;
+  // Free memory of the device: the CUDA allocator's view, or MemAvailable on the CPU.
+  int64_t free_memory_bytes() const;
 };
 
 // A short hex digest identifying a checkpoint's weights (names, shapes, dtypes

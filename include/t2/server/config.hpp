@@ -30,7 +30,8 @@ struct ServerConfig {
   int64_t queue_capacity = 64;
   int64_t context = 0;  // 0: the model's
   double request_timeout_s = 600;
-  int64_t adapter_cache_bytes = int64_t{4} << 30;
+  // Budget for composed W' sets; 0: half the device memory free once the model, SVD factors and KV cache are in place.
+  int64_t adapter_cache_bytes = 0;
   // The strategy of requests that name no adaptation: auto (classifier when a
   // classification expert is loaded, prompt when dispatch targets are, else
   // none), explicit, prompt, classifier or none.

@@ -98,6 +98,8 @@ class AdapterStore {
   // The mixed z vectors of an adaptation, by matrix (what weights() composes).
   std::map<MatrixId, at::Tensor> resolve(const Adaptation& adaptation) const;
 
+  // A new budget for composed sets, evicting at once if they exceed it.
+  void set_budget_bytes(int64_t bytes);
   Stats stats() const;
   const std::string& fingerprint() const { return fingerprint_; }
 
