@@ -244,7 +244,7 @@ TEST(HubPull, AMissingLocalLookingPathIsNotTakenForARepoId) {
   const auto dir = t2::testing::fresh_dir("local-paths");
   std::filesystem::create_directories(dir / "models");
   std::filesystem::current_path(dir);
-  for (const std::string path : {"models/stories260k", "./stories260k", (dir / "nope").string()}) {
+  for (const std::string& path : std::vector<std::string>{"models/stories260k", "./stories260k", (dir / "nope").string()}) {
     try {
       t2::model::resolve_model(path);
       ADD_FAILURE() << path << " was not reported";

@@ -79,10 +79,13 @@ class SlowClients : public ::testing::Test {
     // Few workers, as the shipped config had: slow clients must not need more.
     server_ = std::make_unique<ServerProcess>(std::vector<std::string>{
         "--model", t2::testing::stories_dir().string(), "--experts-dir", t2::testing::fresh_dir("slow-experts").string(),
-        "--threads", "8"});
+        "--dispatch-template", std::string(T2_SOURCE_DIR) + "/configs/dispatch/prompt.txt", "--threads", "8"});
   }
   static void TearDownTestSuite() { server_.reset(); }
-  void SetUp() override { T2_REQUIRE_PATH(t2::testing::stories_dir()); }
+  void SetUp() override {
+    T2_REQUIRE_PATH(t2::testing::stories_dir());
+    ASSERT_TRUE(server_) << "the server did not start";
+  }
 
   // /health and a completion on a fresh connection (a generous 5 s read limit: behaviour, not timing).
   static void expect_fresh_clients_served() {
