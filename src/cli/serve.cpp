@@ -149,6 +149,7 @@ void add_serve_command(CLI::App& app) {
   option("--dispatch-template", &server::ServerConfig::dispatch_template, "adaptation prompt template (T2_DISPATCH_TEMPLATE)");
   option("--classifier-expert", &server::ServerConfig::classifier_expert, "expert the classifier strategy runs under; default: the one marked \"classifier\" (T2_CLASSIFIER_EXPERT)");
   option("--max-batch", &server::ServerConfig::max_batch, "sequences decoded together (T2_MAX_BATCH)");
+  option("--threads", &server::ServerConfig::threads, "HTTP worker threads; 0 = max_batch + queue + 8 (T2_THREADS)");
   option("--max-step-tokens", &server::ServerConfig::max_step_tokens,
          "tokens per engine step; longer prompts prefill in chunks beside the decodes (T2_MAX_STEP_TOKENS)");
   option("--queue", &server::ServerConfig::queue_capacity, "requests waiting before 429 (T2_QUEUE_CAPACITY)");

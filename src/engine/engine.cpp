@@ -224,6 +224,10 @@ StepOutput Engine::step() {
   try {
     const model::AdapterBatch weights = weights_for(rows, out);
     logits = model_.forward(chunks, cache_, weights);
+    // NaN or Inf (broken weights, an adapter that overflows) would be sampled as garbage: fail the step instead.
+    if (!at::isfinite(logits).all().item<bool>()) {
+      throw Error("the model produced non-finite logits (NaN or Inf) in this step; its requests are failed");
+    }
   } catch (...) {
     for (const int64_t slot : scratch) cache_.release(slot);
     for (const Row& row : rows) {

@@ -1,5 +1,8 @@
 #include "t2/model/config.hpp"
 
+#include <unistd.h>
+
+#include <cmath>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -147,6 +150,25 @@ void ModelConfig::validate(const std::string& source) const {
                     ") is not a multiple of num_key_value_heads (" + std::to_string(num_kv_heads) + ")");
   }
   if (head_dim % 2 != 0) throw LoadError(source + ": head_dim must be even for RoPE");
+  // Values that would make every output NaN, or positions no machine can hold.
+  if (!(rms_norm_eps > 0) || !std::isfinite(rms_norm_eps)) throw LoadError(source + ": rms_norm_eps must be a finite number > 0");
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta)) throw LoadError(source + ": rope_theta must be a finite number > 0");
+  if (!std::isfinite(rope_scaling.factor)) throw LoadError(source + ": rope_scaling.factor must be finite");
+  constexpr int64_t kMaxDimension = int64_t{1} << 24;  // keeps every product of two dimensions inside int64
+  const std::pair<int64_t, const char*> dimensions[] = {{hidden_size, "hidden_size"}, {intermediate_size, "intermediate_size"},
+                                                       {num_heads, "num_attention_heads"}, {head_dim, "head_dim"},
+                                                       {vocab_size, "vocab_size"}, {num_layers, "num_hidden_layers"}};
+  for (const auto& [v, name] : dimensions) {
+    if (v > kMaxDimension) throw LoadError(source + ": '" + name + "' = " + std::to_string(v) + " is beyond any supported model");
+  }
+  // The RoPE tables (cos and sin, float32, one row per position) live in memory for the model's life.
+  const double rope_bytes = 2.0 * 4.0 * static_cast<double>(max_position_embeddings) * static_cast<double>(head_dim);
+  const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  if (memory > 0 && rope_bytes > memory / 4) {
+    throw LoadError(source + ": max_position_embeddings = " + std::to_string(max_position_embeddings) + " needs " +
+                    std::to_string(static_cast<int64_t>(rope_bytes / (1 << 20))) +
+                    " MiB of RoPE tables alone, more than a quarter of this machine's memory");
+  }
   if (sliding_window && *sliding_window <= 0) throw LoadError(source + ": sliding_window must be > 0");
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <regex>
 
 #include <nlohmann/json.hpp>
@@ -55,40 +56,96 @@ std::string file_digest(const std::filesystem::path& path, bool git_blob) {
 
 struct RemoteFile {
   std::string name;
-  uint64_t size = 0;
+  std::optional<uint64_t> size;  // what the Hub lists; none: the file is not downloaded
   std::string sha256;  // LFS files
   std::string blob_id;  // git blob sha1 of the others
 };
 
-httplib::Headers auth_headers(const HubOptions& o) {
-  httplib::Headers h = {{"User-Agent", "t2"}};
-  if (!o.token.empty()) h.emplace("Authorization", "Bearer " + o.token);
-  return h;
+struct Url {
+  std::string origin;  // scheme://host[:port]
+  std::string scheme;
+  std::string host;
+  std::string path;  // with the query
+};
+
+std::optional<Url> parse_url(const std::string& text) {
+  static const std::regex kUrl(R"(^(https?)://(\[[^\]]+\]|[^/:?#]+)(:[0-9]+)?([/?].*)?$)", std::regex::icase);
+  std::smatch m;
+  if (!std::regex_match(text, m, kUrl)) return std::nullopt;
+  Url u;
+  u.scheme = m[1].str();
+  for (auto& c : u.scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  u.host = m[2].str();
+  for (auto& c : u.host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  u.origin = u.scheme + "://" + u.host + m[3].str();
+  u.path = m[4].matched ? m[4].str() : "/";
+  if (u.path[0] == '?') u.path = "/" + u.path;
+  return u;
 }
 
-std::unique_ptr<httplib::Client> client_for(const std::string& endpoint) {
-  auto client = std::make_unique<httplib::Client>(endpoint);
-  client->set_follow_location(true);
-  client->set_connection_timeout(30, 0);
-  client->set_read_timeout(120, 0);
-  return client;
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
 }
 
 std::string describe(const httplib::Result& r) {
   return r ? "HTTP " + std::to_string(r->status) : "connection failed (" + httplib::to_string(r.error()) + ")";
 }
 
-// Appends the rest of `f` to `partial` (HTTP Range from `have`).
-void download(httplib::Client& client, const HubOptions& o, const std::string& repo_id, const std::string& commit,
-              const RemoteFile& f, const std::filesystem::path& partial, uint64_t have,
+using ResponseCheck = std::function<bool(const httplib::Response&)>;
+using Receiver = std::function<bool(const char*, size_t)>;
+
+// GET `url`, following redirects by hand so that the token goes only where token_allowed() says.
+// Returns the final status (0 when the connection failed), with `failure` describing it.
+int get(const HubOptions& o, std::string url, const httplib::Headers& extra, const ResponseCheck& check,
+        const Receiver& receive, std::string& failure) {
+  constexpr int kMaxRedirects = 10;
+  for (int hop = 0; hop <= kMaxRedirects; ++hop) {
+    const auto u = parse_url(url);
+    if (!u) throw LoadError(url + ": not an http(s) URL");
+    httplib::Client client(u->origin);
+    client.set_follow_location(false);
+    client.set_connection_timeout(30, 0);
+    client.set_read_timeout(120, 0);
+    httplib::Headers headers = extra;
+    headers.emplace("User-Agent", "t2");
+    if (!o.token.empty() && token_allowed(url, o.endpoint)) headers.emplace("Authorization", "Bearer " + o.token);
+    std::string location;
+    int status = 0;
+    const auto r = client.Get(
+        u->path.c_str(), headers,
+        [&](const httplib::Response& response) {
+          status = response.status;
+          if (status >= 300 && status < 400 && response.has_header("Location")) {
+            location = response.get_header_value("Location");
+            return false;  // not this body: the next hop's
+          }
+          return check(response);
+        },
+        [&](const char* data, size_t n) { return receive(data, n); });
+    if (!location.empty()) {
+      url = location[0] == '/' ? u->origin + location : location;
+      continue;
+    }
+    failure = url + ": " + (status > 0 ? "HTTP " + std::to_string(status) : describe(r));
+    return r ? r->status : status;
+  }
+  failure = url + ": more than " + std::to_string(kMaxRedirects) + " redirects";
+  return 0;
+}
+
+// Appends the rest of `f` to `partial` (HTTP Range from `have`), never past its listed size.
+void download(const HubOptions& o, const std::string& repo_id, const std::string& commit, const RemoteFile& f,
+              const std::filesystem::path& partial, uint64_t have,
               const std::function<void(const std::string&, uint64_t, uint64_t)>& progress) {
-  httplib::Headers headers = auth_headers(o);
+  httplib::Headers headers;
   if (have > 0) headers.emplace("Range", "bytes=" + std::to_string(have) + "-");
   std::ofstream out(partial, std::ios::binary | std::ios::app);
   uint64_t done = have;
-  const std::string path = "/" + repo_id + "/resolve/" + commit + "/" + f.name;
-  const auto r = client.Get(
-      path.c_str(), headers,
+  bool oversized = false;
+  const uint64_t cap = *f.size;
+  std::string failure;
+  const int status = get(
+      o, o.endpoint + "/" + repo_id + "/resolve/" + commit + "/" + f.name, headers,
       [&](const httplib::Response& response) {
         if (have > 0 && response.status == 200) {  // the server ignored Range: the whole file again
           out.close();
@@ -98,15 +155,22 @@ void download(httplib::Client& client, const HubOptions& o, const std::string& r
         return response.status == 200 || response.status == 206;
       },
       [&](const char* data, size_t n) {
+        if (n > cap - done) {
+          oversized = true;
+          return false;
+        }
         out.write(data, static_cast<std::streamsize>(n));
         done += n;
-        if (progress) progress(f.name, done, f.size);
+        if (progress) progress(f.name, done, cap);
         return static_cast<bool>(out);
-      });
+      },
+      failure);
   out.close();
-  if (!r || (r->status != 200 && r->status != 206)) {
-    throw LoadError(o.endpoint + path + ": " + describe(r) + " (rerun to resume)");
+  if (oversized) {
+    std::filesystem::remove(partial);
+    throw LoadError(f.name + ": the server sent more than the " + std::to_string(cap) + " bytes the Hub lists; the partial file was removed");
   }
+  if (status != 200 && status != 206) throw LoadError(failure + " (rerun to resume)");
 }
 
 }  // namespace
@@ -134,16 +198,20 @@ bool is_hub_repo_id(const std::string& text) {
 std::filesystem::path pull(const std::string& repo_id, const HubOptions& o,
                            const std::function<void(const std::string&, uint64_t, uint64_t)>& progress) {
   if (!is_hub_repo_id(repo_id)) throw InvalidArgument("model", "'" + repo_id + "' is not a Hub repo id (ORG/NAME)");
-  auto client = client_for(o.endpoint);
   const std::string api = "/api/models/" + repo_id + "/revision/" + o.revision + "?blobs=true";
-  const auto info = client->Get(api.c_str(), auth_headers(o));
-  if (!info || info->status != 200) {
-    throw LoadError(o.endpoint + api + ": " + describe(info) +
-                    (info && info->status == 401 ? " (set HF_TOKEN for gated or private models)" : ""));
-  }
+  constexpr size_t kMaxListing = 64 << 20;
+  std::string listing, failure;
+  const int status = get(
+      o, o.endpoint + api, {}, [](const httplib::Response& r) { return r.status == 200; },
+      [&](const char* data, size_t n) {
+        listing.append(data, n);
+        return listing.size() <= kMaxListing;
+      },
+      failure);
+  if (status != 200) throw LoadError(failure + (status == 401 ? " (set HF_TOKEN for gated or private models)" : ""));
   nlohmann::json meta;
   try {
-    meta = nlohmann::json::parse(info->body);
+    meta = nlohmann::json::parse(listing);
   } catch (const nlohmann::json::exception& e) {
     throw LoadError(o.endpoint + api + ": not JSON: " + e.what());
   }
@@ -154,11 +222,16 @@ std::filesystem::path pull(const std::string& repo_id, const HubOptions& o,
     RemoteFile f;
     f.name = s.value("rfilename", "");
     if (!wanted(f.name)) continue;
-    f.size = s.value("size", uint64_t{0});
+    if (s.contains("size") && s["size"].is_number_unsigned()) f.size = s["size"].get<uint64_t>();
     f.blob_id = s.value("blobId", "");
     if (s.contains("lfs") && s["lfs"].is_object()) {
       f.sha256 = s["lfs"].value("sha256", "");
-      f.size = s["lfs"].value("size", f.size);
+      if (s["lfs"].contains("size") && s["lfs"]["size"].is_number_unsigned()) f.size = s["lfs"]["size"].get<uint64_t>();
+    }
+    // Without a listed size a download has no bound, without a hash no check: neither is fetched.
+    if (!f.size) throw LoadError(repo_id + ": the Hub lists no size for '" + f.name + "'; refusing an unbounded download");
+    if (f.sha256.empty() && f.blob_id.empty()) {
+      throw LoadError(repo_id + ": the Hub lists no hash for '" + f.name + "'; refusing a download that cannot be verified");
     }
     files.push_back(f);
   }
@@ -175,18 +248,18 @@ std::filesystem::path pull(const std::string& repo_id, const HubOptions& o,
     auto partial = target;
     partial += ".incomplete";
     uint64_t have = std::filesystem::exists(partial) ? std::filesystem::file_size(partial) : 0;
-    if (f.size > 0 && have > f.size) {  // not a prefix of this file: start over
+    if (have > *f.size) {  // not a prefix of this file: start over
       std::filesystem::remove(partial);
       have = 0;
     }
-    if (f.size == 0 || have < f.size) download(*client, o, repo_id, commit, f, partial, have, progress);
-    if (f.size > 0 && std::filesystem::file_size(partial) != f.size) {
+    if (have < *f.size || !std::filesystem::exists(partial)) download(o, repo_id, commit, f, partial, have, progress);
+    if (std::filesystem::file_size(partial) != *f.size) {
       throw LoadError(f.name + ": got " + std::to_string(std::filesystem::file_size(partial)) + " bytes, expected " +
-                      std::to_string(f.size) + " (rerun to resume)");
+                      std::to_string(*f.size) + " (rerun to resume)");
     }
     const bool lfs = !f.sha256.empty();
     const std::string expected = lfs ? f.sha256 : f.blob_id;
-    if (!expected.empty() && file_digest(partial, !lfs) != expected) {
+    if (file_digest(partial, !lfs) != expected) {
       std::filesystem::remove(partial);
       throw LoadError(f.name + ": checksum mismatch (expected " + (lfs ? "sha256 " : "git blob ") + expected +
                       "); the partial file was removed");
@@ -198,8 +271,23 @@ std::filesystem::path pull(const std::string& repo_id, const HubOptions& o,
   return snapshot;
 }
 
+bool token_allowed(const std::string& url, const std::string& endpoint) {
+  const auto u = parse_url(url);
+  const auto e = parse_url(endpoint);
+  return u && e && u->origin == e->origin && (u->scheme == "https" || is_loopback(u->host));
+}
+
 std::filesystem::path resolve_model(const std::string& model) {
-  if (std::filesystem::exists(model) || !is_hub_repo_id(model)) return model;
+  if (std::filesystem::exists(model)) return model;
+  const std::filesystem::path path(model);
+  const bool looks_local = model.rfind("./", 0) == 0 || model.rfind("../", 0) == 0 || model.rfind("~", 0) == 0 ||
+                           path.is_absolute() || (path.has_parent_path() && std::filesystem::is_directory(path.parent_path()));
+  if (looks_local || !is_hub_repo_id(model)) {
+    throw NotFound("model folder '" + model + "' does not exist" +
+                   (is_hub_repo_id(model) ? " (it names a local folder, '" + path.parent_path().string() +
+                                                "/', so it is not taken for a Hub repo id)"
+                                          : ""));
+  }
   std::unique_ptr<ProgressBar> bar;
   std::string current;
   return pull(model, HubOptions::from_environment(), [&](const std::string& file, uint64_t done, uint64_t total) {

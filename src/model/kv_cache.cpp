@@ -1,5 +1,9 @@
 #include "t2/model/kv_cache.hpp"
 
+#include <unistd.h>
+
+#include <limits>
+
 #include "t2/common/errors.hpp"
 
 namespace t2::model {
@@ -9,6 +13,18 @@ KVCache::KVCache(const ModelConfig& config, int64_t max_sequences, int64_t capac
       lengths_(static_cast<size_t>(max_sequences), 0),
       in_use_(static_cast<size_t>(max_sequences), false) {
   if (max_sequences <= 0 || capacity <= 0) throw InvalidArgument("kv_cache", "KV cache needs at least one slot and one position");
+  // Bounded by memory before anything is allocated (a device allocation fails by itself; host memory
+  // would be overcommitted and then fill up page by page).
+  int64_t bytes = 2 * static_cast<int64_t>(c10::elementSize(placement.dtype));
+  for (const int64_t factor : {config.num_layers, max_sequences, capacity, config.num_kv_heads, config.head_dim}) {
+    if (__builtin_mul_overflow(bytes, factor, &bytes)) bytes = std::numeric_limits<int64_t>::max();
+  }
+  const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  if (placement.device.is_cpu() && memory > 0 && static_cast<double>(bytes) > memory / 2) {
+    throw InvalidArgument("context", "a KV cache of " + std::to_string(max_sequences) + " sequences x " + std::to_string(capacity) +
+                                         " positions needs " + std::to_string(bytes >> 20) + " MiB, more than half of this machine's " +
+                                         std::to_string(static_cast<int64_t>(memory) >> 20) + " MiB; lower --context or --max-batch");
+  }
   const auto options = at::TensorOptions().device(placement.device).dtype(placement.dtype);
   for (int64_t l = 0; l < config.num_layers; ++l) {
     keys_.push_back(at::zeros({max_sequences, capacity, config.num_kv_heads, config.head_dim}, options));

@@ -60,7 +60,9 @@ struct SafetensorsFile::Mapping {
 
 int64_t TensorView::numel() const {
   int64_t n = 1;
-  for (const int64_t d : shape) n *= d;
+  for (const int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) throw LoadError("tensor '" + name + "': shape overflows 64-bit element counts");
+  }
   return n;
 }
 
@@ -129,7 +131,10 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
       for (const int64_t d : view.shape) {
         if (d < 0) throw LoadError(tensor_where + ": negative dimension");
       }
-      const auto expected = static_cast<uint64_t>(view.numel()) * c10::elementSize(view.dtype);
+      uint64_t expected = 0;
+      if (__builtin_mul_overflow(static_cast<uint64_t>(view.numel()), c10::elementSize(view.dtype), &expected)) {
+        throw LoadError(tensor_where + ": shape overflows 64-bit byte counts");
+      }
       if (offsets[1] - offsets[0] != expected) {
         throw LoadError(tensor_where + ": data_offsets span " + std::to_string(offsets[1] - offsets[0]) +
                         " bytes but the shape needs " + std::to_string(expected));

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -123,7 +124,26 @@ class Checkpoint {
     // from_blob + to() copies once, straight into the target device and dtype.
     const at::Tensor mapped = at::from_blob(const_cast<std::byte*>(view->data), view->shape,
                                             at::TensorOptions().dtype(view->dtype));
-    return mapped.to(placement.device, placement.dtype, /*non_blocking=*/false, /*copy=*/true);
+    at::Tensor tensor = mapped.to(placement.device, placement.dtype, /*non_blocking=*/false, /*copy=*/true);
+    // Checked after the conversion: a float32 value past the target dtype's range becomes Inf there.
+    if (!at::isfinite(tensor).all().item<bool>()) {
+      throw LoadError(file.path().string() + ": tensor '" + name + "' holds NaN or infinite values");
+    }
+    return tensor;
+  }
+
+  // The checkpoint's layers (model.layers.N.*) must be exactly the config's: a
+  // layer the config leaves out would be silently skipped.
+  void check_layer_count(int64_t num_layers) const {
+    static const std::string kPrefix = "model.layers.";
+    for (const auto& [name, file] : owner_) {
+      if (name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+      const int64_t layer = std::atoll(name.c_str() + kPrefix.size());
+      if (layer >= num_layers) {
+        throw LoadError(source_ + ": holds tensor '" + name + "' but config.json says num_hidden_layers = " +
+                        std::to_string(num_layers));
+      }
+    }
   }
 
  private:
@@ -249,6 +269,7 @@ void Placement::synchronize() const {
 ModelWeights ModelWeights::load(const std::filesystem::path& model_dir, const ModelConfig& config,
                                 const Placement& placement) {
   const Checkpoint checkpoint(model_dir);
+  checkpoint.check_layer_count(config.num_layers);
   return assemble(config, [&](const std::string& name, const std::vector<int64_t>& shape) {
     return checkpoint.read(name, shape, placement);
   });

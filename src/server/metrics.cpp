@@ -25,6 +25,12 @@ void single(std::string& out, const char* name, const char* type, const char* he
 
 }  // namespace
 
+std::string adaptation_label(const svf::Adaptation& adaptation) {
+  if (adaptation.is_base()) return "base";
+  if (adaptation.coefficients.size() == 1 && adaptation.coefficients[0].second == 1.0) return adaptation.coefficients[0].first;
+  return "mixture";
+}
+
 std::string escape_label(const std::string& value) {
   std::string out;
   for (const char c : value) {

@@ -7,6 +7,9 @@ namespace {
 
 using nlohmann::json;
 
+// Only the ratios of a mixture's weights matter (W' keeps the nuclear norm); this bound is far past any useful one.
+constexpr double kMaxMixtureWeight = 1000;
+
 // Typed access to a request object; wrong types are 400s naming the field.
 class Fields {
  public:
@@ -32,8 +35,13 @@ class Fields {
     if (!v.is_number_integer() && !(v.is_number_float() && std::floor(v.get<double>()) == v.get<double>())) {
       throw ApiError::bad_request(key, std::string("'") + key + "' must be an integer");
     }
-    const auto i = v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(v.get<double>());
-    if (i < lo || i > hi) {
+    // Out-of-range values never reach a cast (a double past int64, an unsigned past its max, would overflow).
+    const bool in_range = v.is_number_unsigned()  ? v.get<uint64_t>() <= static_cast<uint64_t>(hi) && (lo <= 0 || v.get<uint64_t>() >= static_cast<uint64_t>(lo))
+                          : v.is_number_integer() ? v.get<int64_t>() >= lo && v.get<int64_t>() <= hi
+                                                  : v.get<double>() >= static_cast<double>(lo) && v.get<double>() <= static_cast<double>(hi) &&
+                                                    std::fabs(v.get<double>()) < 9.2e18;  // 2^63 itself rounds in
+    const auto i = in_range ? (v.is_number_float() ? static_cast<int64_t>(v.get<double>()) : v.get<int64_t>()) : int64_t{0};
+    if (!in_range || i < lo || i > hi) {
       throw ApiError::bad_request(key, std::string("'") + key + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi));
     }
     return i;
@@ -107,8 +115,10 @@ GenerationFields parse_common(const Fields& f) {
     const json& m = f.raw("mixture");
     if (!m.is_object() || m.empty()) throw ApiError::bad_request("mixture", "'mixture' must be an object of expert name -> weight");
     for (const auto& [name, weight] : m.items()) {
-      if (!weight.is_number() || !(weight.get<double>() >= 0) || !std::isfinite(weight.get<double>())) {
-        throw ApiError::bad_request("mixture", "mixture weight of '" + name + "' must be a finite number >= 0");
+      // Bounded so that sums of weighted z vectors stay finite in float32 (3e38 + 3e38 would not).
+      if (!weight.is_number() || !(weight.get<double>() >= 0) || !(weight.get<double>() <= kMaxMixtureWeight)) {
+        throw ApiError::bad_request("mixture", "mixture weight of '" + name + "' must be a number in [0, " +
+                                                   std::to_string(static_cast<int>(kMaxMixtureWeight)) + "]");
       }
       g.mixture.emplace_back(name, weight.get<double>());
     }

@@ -35,6 +35,9 @@ struct RouteContext {
   std::shared_ptr<ServingContext> admit(const httplib::Request& req, httplib::Response& res) const;
 };
 
+// Whether the client of a request being handled is still connected (it may have closed its socket).
+bool client_connected(const httplib::Request& req);
+
 void register_completion_routes(httplib::Server& http, const RouteContext& routes);
 void register_expert_routes(httplib::Server& http, const RouteContext& routes);
 void register_adaptation_routes(httplib::Server& http, const RouteContext& routes);

@@ -67,8 +67,9 @@ Submitted submit(const ServingContext& ctx, engine::Job job, std::string echo) {
   }
 }
 
-// Waits for pass 1 of every job: afterwards the HTTP status is known.
-void await_dispatch(std::vector<Submitted>& jobs, ServingContext& ctx) {
+// Waits for pass 1 of every job: afterwards the HTTP status is known. A
+// client that leaves meanwhile ends the wait (its jobs cancel on the way out).
+void await_dispatch(std::vector<Submitted>& jobs, ServingContext& ctx, const httplib::Request& req) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(ctx.request_timeout_s * 1000));
   for (auto& job : jobs) {
     for (;;) {
@@ -76,12 +77,16 @@ void await_dispatch(std::vector<Submitted>& jobs, ServingContext& ctx) {
       if (!event) {
         if (job.handle->ended()) throw to_api_error(ErrorKind::kInternal, "the job ended before dispatch");
         if (Clock::now() > deadline) throw to_api_error(ErrorKind::kTimeout, "the request timed out in the queue");
+        if (!client_connected(req)) throw client_disconnected();
         continue;
       }
       if (event->kind == engine::JobEvent::Kind::kError) throw to_api_error(*event);
       if (event->kind == engine::JobEvent::Kind::kDispatch) {
         job.decision = event->decision;
-        ctx.metrics.observe_dispatch(dispatch::to_string(job.decision.strategy), job.decision.label,
+        // An explicit decision's label is the request's adaptation: counted as adaptation_label() counts it.
+        const bool explicit_choice = job.decision.strategy == dispatch::Strategy::kExplicit;
+        ctx.metrics.observe_dispatch(dispatch::to_string(job.decision.strategy),
+                                     explicit_choice ? adaptation_label(job.decision.adaptation) : job.decision.label,
                                      job.decision.latency_ms / 1e3);
         break;
       }
@@ -90,7 +95,8 @@ void await_dispatch(std::vector<Submitted>& jobs, ServingContext& ctx) {
 }
 
 // Reads a job's token events into its choices; calls `on_piece(choice, event)`
-// as they come and `alive()` while waiting (false: the client is gone).
+// as they come and `alive()` after each and while waiting (false: the client
+// is gone, and the job is cancelled before the scheduler's next step).
 template <typename OnPiece, typename Alive>
 std::optional<ApiError> collect(Submitted& job, ServingContext& ctx, Clock::time_point start, OnPiece&& on_piece,
                                 Alive&& alive) {
@@ -123,7 +129,7 @@ std::optional<ApiError> collect(Submitted& job, ServingContext& ctx, Clock::time
     c.logprobs.push_back(t.logprob);
     c.top_logprobs.push_back(t.top_logprobs);
     if (t.finish) c.finish_reason = engine::to_string(*t.finish);
-    if (!on_piece(event->choice, *event)) {
+    if (!on_piece(event->choice, *event) || !alive()) {
       job.handle->cancel();
       return client_disconnected();
     }
@@ -142,13 +148,15 @@ struct Answer {
   Clock::time_point start;
 };
 
-// One JSON body, computed before answering so its status reflects how the jobs ended.
-void answer_json(Answer& a, httplib::Response& res) {
+// One JSON body, computed before answering so its status reflects how the jobs
+// ended; a client that leaves meanwhile cancels every job of its request.
+void answer_json(Answer& a, const httplib::Request& req, httplib::Response& res) {
   Usage usage;
   json choices = json::array();
   for (size_t j = 0; j < a.jobs.size(); ++j) {
     Submitted& job = a.jobs[j];
-    const auto error = collect(job, *a.ctx, a.start, [](int, const engine::JobEvent&) { return true; }, [] { return true; });
+    const auto error = collect(job, *a.ctx, a.start, [](int, const engine::JobEvent&) { return true; },
+                               [&req] { return client_connected(req); });
     if (error) throw *error;
     usage.prompt_tokens += job.prompt_tokens;
     for (int c = 0; c < a.n; ++c) {
@@ -271,7 +279,7 @@ void generate(const RouteContext& routes, const httplib::Request& req, httplib::
   res.set_header("X-Request-Id", id);
   auto ctx = routes.admit(req, res);
   if (!ctx) return;
-  std::string adaptation_label = "none";
+  std::string adaptation = "none";  // its metrics label
   try {
     const json body = parse_body(req.body);
     RequestJobs request = chat ? build_chat_jobs(*ctx, body) : build_completion_jobs(*ctx, body);
@@ -283,8 +291,8 @@ void generate(const RouteContext& routes, const httplib::Request& req, httplib::
       std::string echo = request.echo ? job.dispatch_text : "";
       submitted.push_back(submit(*ctx, std::move(job), std::move(echo)));  // earlier jobs cancel themselves if this throws
     }
-    await_dispatch(submitted, *ctx);
-    adaptation_label = submitted.front().decision.adaptation.key();
+    await_dispatch(submitted, *ctx, req);
+    adaptation = adaptation_label(submitted.front().decision.adaptation);
 
     auto answer = std::make_shared<Answer>(Answer{
         ctx,
@@ -293,19 +301,19 @@ void generate(const RouteContext& routes, const httplib::Request& req, httplib::
         fields.n,
         fields.logprobs >= 0,
         route,
-        adaptation_label,
+        adaptation,
         start});
     if (fields.stream) return answer_stream(std::move(answer), fields.include_usage, res);
-    answer_json(*answer, res);
+    answer_json(*answer, req, res);
   } catch (const ApiError& e) {
-    ctx->metrics.count_request(route, e.status(), adaptation_label);
-    log_request(id, route, e.status(), adaptation_label, 0, 0, start);
+    ctx->metrics.count_request(route, e.status(), adaptation);
+    log_request(id, route, e.status(), adaptation, 0, 0, start);
     send_error(res, e);
   } catch (const InvalidArgument& e) {
-    ctx->metrics.count_request(route, 400, adaptation_label);
+    ctx->metrics.count_request(route, 400, adaptation);
     send_error(res, to_api_error(e));
   } catch (const json::exception& e) {
-    ctx->metrics.count_request(route, 400, adaptation_label);
+    ctx->metrics.count_request(route, 400, adaptation);
     send_error(res, ApiError::bad_request("", std::string("malformed request: ") + e.what()));
   }
 }

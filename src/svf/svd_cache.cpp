@@ -1,6 +1,9 @@
 #include "t2/svf/svd_cache.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <cstdlib>
 
 #include <ATen/core/grad_mode.h>
@@ -13,9 +16,36 @@
 namespace t2::svf {
 namespace {
 
-constexpr const char* kFormat = "t2-svd-v1";
+constexpr const char* kFormat = "t2-svd-v2";  // v2: a checksum of the data
 
 std::string key(const MatrixId& id, const char* part) { return id.weight_name() + "." + part; }
+
+// 64-bit FNV-1a over 8-byte words (then the tail bytes) of each tensor's name and data, in name order.
+class Checksum {
+ public:
+  void add(const std::string& name, const void* data, size_t n) {
+    mix(name.data(), name.size());
+    mix(data, n);
+  }
+  std::string hex() const {
+    char text[17];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h_));
+    return text;
+  }
+
+ private:
+  void mix(const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t word = 0;
+      std::memcpy(&word, p + i, 8);
+      h_ = (h_ ^ word) * 1099511628211ull;
+    }
+    for (; i < n; ++i) h_ = (h_ ^ p[i]) * 1099511628211ull;
+  }
+  uint64_t h_ = 1469598103934665603ull;
+};
 
 }  // namespace
 
@@ -63,13 +93,20 @@ std::filesystem::path SvdCache::path_for(const std::filesystem::path& cache_dir,
 void SvdCache::save(const std::filesystem::path& path) const {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& [id, f] : factors_) {
-    tensors.emplace_back(key(id, "U"), f.U);
-    tensors.emplace_back(key(id, "s"), f.s);
-    tensors.emplace_back(key(id, "Vh"), f.Vh);
+    tensors.emplace_back(key(id, "U"), f.U.to(at::kCPU).contiguous());
+    tensors.emplace_back(key(id, "s"), f.s.to(at::kCPU).contiguous());
+    tensors.emplace_back(key(id, "Vh"), f.Vh.to(at::kCPU).contiguous());
+  }
+  std::sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  Checksum checksum;
+  for (const auto& [name, t] : tensors) {
+    if (!at::isfinite(t).all().item<bool>()) throw Error("SVD factor '" + name + "' is not finite; the cache is not written");
+    checksum.add(name, t.data_ptr(), t.nbytes());
   }
   std::filesystem::create_directories(path.parent_path());
   model::write_safetensors(path, tensors,
-                           {{"format", kFormat}, {"fingerprint", fingerprint_}, {"targets", to_string(targets_)}});
+                           {{"format", kFormat}, {"fingerprint", fingerprint_}, {"targets", to_string(targets_)},
+                            {"checksum", checksum.hex()}});
 }
 
 SvdCache SvdCache::load(const std::filesystem::path& path, const model::ModelConfig& config,
@@ -85,6 +122,11 @@ SvdCache SvdCache::load(const std::filesystem::path& path, const model::ModelCon
     throw LoadError(where + ": made for weights " + meta("fingerprint") + ", the model is " + fingerprint);
   }
   if (meta("targets") != to_string(targets)) throw LoadError(where + ": holds targets '" + meta("targets") + "'");
+  Checksum checksum;
+  for (const auto& [name, view] : file.tensors()) checksum.add(name, view.data, view.nbytes);
+  if (meta("checksum") != checksum.hex()) {
+    throw LoadError(where + ": checksum mismatch (stored '" + meta("checksum") + "', data " + checksum.hex() + "): the file is corrupt");
+  }
   SvdCache cache;
   cache.fingerprint_ = fingerprint;
   cache.targets_ = targets;
@@ -97,7 +139,9 @@ SvdCache SvdCache::load(const std::filesystem::path& path, const model::ModelCon
       if (view->shape != expected || view->dtype != at::kFloat) {
         throw LoadError(where + ": tensor '" + key(id, part) + "' has the wrong shape or dtype");
       }
-      return view->to_tensor();
+      at::Tensor t = view->to_tensor();
+      if (!at::isfinite(t).all().item<bool>()) throw LoadError(where + ": tensor '" + key(id, part) + "' holds NaN or infinite values");
+      return t;
     };
     cache.factors_.emplace(id, SvdFactors{read("U", {shape[0], r}), read("s", {r}), read("Vh", {r, shape[1]})});
   }

@@ -94,7 +94,11 @@ TEST(Cli, GenerateStreamsTheStory) {
 TEST(Cli, BadInputGivesAMessageNotACrash) {
   const CommandResult missing = run("generate --model /nonexistent/model");
   EXPECT_EQ(missing.status, 1);
-  EXPECT_NE(missing.output.find("/nonexistent/model: no config.json"), std::string::npos) << missing.output;
+  EXPECT_NE(missing.output.find("model folder '/nonexistent/model' does not exist"), std::string::npos) << missing.output;
+  // A mistyped relative path whose folder exists is reported too, not taken for a Hub repo id and downloaded.
+  const CommandResult mistyped = run("generate --model " + std::string(T2_SOURCE_DIR) + "/models/stories260k");
+  EXPECT_EQ(mistyped.status, 1);
+  EXPECT_NE(mistyped.output.find("does not exist"), std::string::npos) << mistyped.output;
   const auto dir = t2::testing::stories_dir();
   T2_REQUIRE_PATH(dir);
   const CommandResult bad_dtype = run("generate --model " + dir.string() + " --dtype int3");

@@ -49,7 +49,9 @@ class FakeHub {
         const std::string data = read_file(entry.path());
         // As the Hub: git's blob id for every file, sha256 for LFS ones.
         const std::string blob = "blob " + std::to_string(data.size()) + std::string(1, '\0') + data;
-        nlohmann::json s = {{"rfilename", name}, {"size", data.size()}, {"blobId", digest_hex(blob, EVP_sha1())}};
+        nlohmann::json s = {{"rfilename", name}, {"size", data.size() - (name == "config.json" ? understate_config.load() : 0)},
+                            {"blobId", digest_hex(blob, EVP_sha1())}};
+        if (omit_size && name == "config.json") s.erase("size");
         if (name.size() > 12 && name.substr(name.size() - 12) == ".safetensors") {
           s["lfs"] = {{"sha256", corrupt_sha ? std::string(64, '0') : digest_hex(data, EVP_sha256())}, {"size", data.size()}};
         }
@@ -61,6 +63,11 @@ class FakeHub {
     server_.Get(R"(/([^/]+/[^/]+)/resolve/([^/]+)/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
       ++downloads;
       if (req.has_header("Range")) ++ranged;
+      resolve_auth = req.get_header_value("Authorization");
+      if (!redirect_to.empty()) {
+        res.set_redirect(redirect_to + req.path);  // as the Hub sends LFS files to its CDN
+        return;
+      }
       const auto file = folder_ / req.matches[3].str();
       if (!std::filesystem::exists(file)) {
         res.status = 404;
@@ -81,7 +88,11 @@ class FakeHub {
   std::atomic<int> downloads{0};
   std::atomic<int> ranged{0};
   std::atomic<bool> corrupt_sha{false};
+  std::atomic<bool> omit_size{false};
+  std::atomic<size_t> understate_config{0};
+  std::string redirect_to;  // another origin that serves the files
   std::string last_auth;
+  std::string resolve_auth;
 
  private:
   std::filesystem::path folder_;
@@ -177,4 +188,68 @@ TEST(HubPull, ServeAndGenerateAcceptARepoId) {
   EXPECT_EQ(pclose(pipe), 0);
   EXPECT_EQ(out.rfind(", there was a little girl", 0), 0u) << out;
   EXPECT_TRUE(std::filesystem::exists(home / "hub" / "models--karpathy--stories260K" / "snapshots" / "0123abcd" / "config.json"));
+}
+
+TEST(HubPull, TheTokenGoesOnlyToTheEndpointOverHttpsOrLoopback) {
+  using t2::model::token_allowed;
+  EXPECT_TRUE(token_allowed("https://huggingface.co/api/models/a/b", "https://huggingface.co"));
+  EXPECT_FALSE(token_allowed("https://cdn-lfs.huggingface.co/x", "https://huggingface.co"));
+  EXPECT_FALSE(token_allowed("http://huggingface.co/x", "https://huggingface.co"));
+  EXPECT_FALSE(token_allowed("http://mirror.example.com/x", "http://mirror.example.com"));  // plain http on a network
+  EXPECT_TRUE(token_allowed("http://127.0.0.1:8000/x", "http://127.0.0.1:8000"));
+  EXPECT_FALSE(token_allowed("http://127.0.0.1:8001/x", "http://127.0.0.1:8000"));
+
+  // A redirect to another origin (here "localhost" for "127.0.0.1") is followed without the token.
+  const auto model = t2::testing::stories_dir();
+  T2_REQUIRE_PATH(model);
+  FakeHub cdn(model);
+  FakeHub hub(model);
+  hub.redirect_to = "http://localhost:" + std::to_string(cdn.port);
+  t2::model::HubOptions options;
+  options.endpoint = hub.endpoint();
+  options.token = "hf_secret";
+  options.cache_dir = t2::testing::fresh_dir("hub");
+  const auto snapshot = t2::model::pull("karpathy/stories260K", options);
+  EXPECT_EQ(read_file(snapshot / "model.safetensors"), read_file(model / "model.safetensors"));
+  EXPECT_EQ(hub.resolve_auth, "Bearer hf_secret");
+  EXPECT_GT(cdn.downloads, 0);
+  EXPECT_EQ(cdn.resolve_auth, "");
+}
+
+TEST(HubPull, DownloadsStopAtTheListedSizeAndNeedOne) {
+  const auto model = t2::testing::stories_dir();
+  T2_REQUIRE_PATH(model);
+  FakeHub hub(model);
+  hub.understate_config = 10;
+  t2::model::HubOptions options;
+  options.endpoint = hub.endpoint();
+  options.cache_dir = t2::testing::fresh_dir("hub");
+  try {
+    t2::model::pull("karpathy/stories260K", options);
+    ADD_FAILURE() << "a file larger than listed was kept";
+  } catch (const t2::LoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json: the server sent more than the"), std::string::npos) << e.what();
+  }
+  hub.understate_config = 0;
+  hub.omit_size = true;
+  try {
+    t2::model::pull("karpathy/stories260K", options);
+    ADD_FAILURE() << "a file with no listed size was downloaded";
+  } catch (const t2::LoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("lists no size for 'config.json'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(HubPull, AMissingLocalLookingPathIsNotTakenForARepoId) {
+  const auto dir = t2::testing::fresh_dir("local-paths");
+  std::filesystem::create_directories(dir / "models");
+  std::filesystem::current_path(dir);
+  for (const std::string& path : std::vector<std::string>{"models/stories260k", "./stories260k", (dir / "nope").string()}) {
+    try {
+      t2::model::resolve_model(path);
+      ADD_FAILURE() << path << " was not reported";
+    } catch (const t2::NotFound& e) {
+      EXPECT_NE(std::string(e.what()).find("model folder '" + path + "' does not exist"), std::string::npos) << e.what();
+    }
+  }
 }

@@ -630,3 +630,64 @@ TEST_F(ServerTest, TokenizeAndDetokenize) {
   expect_error(post("/tokenize", {{"prompt", 5}}, 400), "prompt");
   expect_error(post("/tokenize", {{"prompt", "x"}, {"add_special_tokens", "yes"}}, 400), "add_special_tokens");
 }
+
+namespace {
+
+// The value of an unlabelled sample in /metrics (-1 when absent).
+double metric(const std::string& text, const std::string& name) {
+  const std::regex line("(^|\n)" + name + " ([-+0-9.eE]+)");
+  std::smatch m;
+  return std::regex_search(text, m, line) ? std::stod(m[2].str()) : -1;
+}
+
+}  // namespace
+
+TEST_F(ServerTest, AnAbandonedNonStreamedRequestIsCancelled) {
+  const auto metrics = [] { return client().Get("/metrics")->body; };
+  // 8 choices of up to 511 tokens (the whole context), as in the issue.
+  const std::string body = json{{"prompt", "Once"}, {"max_tokens", 511}, {"n", 8}, {"expert", "none"}}.dump();
+  httplib::Client c("127.0.0.1", server_->port());
+  std::thread abandoned([&] {
+    c.set_read_timeout(60, 0);
+    c.Post("/v1/completions", body, "application/json");
+  });
+  bool running = false;
+  for (int attempt = 0; attempt < 400 && !running; ++attempt) {  // polling the server's own record
+    running = metric(metrics(), "t2_running_sequences") > 0;
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(running);
+  c.stop();  // the client leaves: its socket closes
+  abandoned.join();
+  bool recorded = false;
+  for (int attempt = 0; attempt < 400 && !recorded; ++attempt) {
+    const std::string m = metrics();
+    recorded = m.find("route=\"/v1/completions\",status=\"499\"") != std::string::npos && metric(m, "t2_running_sequences") == 0;
+    if (!recorded) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // Before, the request ran to its end and was counted as a 200.
+  EXPECT_TRUE(recorded) << "the abandoned request was not cancelled";
+}
+
+TEST_F(ServerTest, PerRequestMixturesShareOneBoundedMetricsLabel) {
+  for (int i = 1; i <= 6; ++i) {
+    post("/v1/completions", {{"prompt", "Once"}, {"max_tokens", 1}, {"mixture", {{"dragons", 0.1 * i}, {"friends", 1}}}});
+  }
+  const std::string m = client().Get("/metrics")->body;
+  EXPECT_EQ(m.find("dragons=0"), std::string::npos) << "a per-request mixture became its own label";
+  EXPECT_NE(m.find("route=\"/v1/completions\",status=\"200\",adaptation=\"mixture\"} "), std::string::npos);
+  EXPECT_NE(m.find("t2_dispatch_decisions_total{strategy=\"explicit\",label=\"mixture\"}"), std::string::npos);
+  // The composed sets stay within the cache's byte budget and the resolved adapters within their bound.
+  EXPECT_LE(metric(m, "t2_adapter_store_cached_bytes"), metric(m, "t2_adapter_store_budget_bytes"));
+  EXPECT_LE(metric(m, "t2_adapter_store_adapters"), 256);
+}
+
+TEST_F(ServerTest, NumericOverflowInARequestIs400) {
+  for (const json& extra : {json{{"mixture", {{"dragons", 3e38}, {"friends", 3e38}}}}, json{{"mixture", {{"dragons", 1e300}}}},
+                            json{{"max_tokens", 1e300}}, json{{"seed", 1e300}}, json{{"seed", 9.3e18}},
+                            json{{"n", 18446744073709551615ull}}, json{{"top_k", -1e300}}}) {
+    json body = {{"prompt", "Once"}, {"max_tokens", 2}};
+    body.update(extra);
+    expect_error(post("/v1/completions", body, 400), "");
+  }
+}

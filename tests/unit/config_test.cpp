@@ -102,6 +102,19 @@ TEST(ModelConfig, RejectsWhatCannotRun) {
   j = t2::testing::tiny_config();
   j["hidden_act"] = "gelu";
   expect_error(j, "hidden_act");
+  // Values that load but make every output NaN, or positions no machine holds.
+  j = t2::testing::tiny_config();
+  j["rms_norm_eps"] = -1;
+  expect_error(j, "rms_norm_eps must be a finite number > 0");
+  j = t2::testing::tiny_config();
+  j["rope_theta"] = 0;
+  expect_error(j, "rope_theta must be a finite number > 0");
+  j = t2::testing::tiny_config();
+  j["max_position_embeddings"] = 1000000000000LL;
+  expect_error(j, "max_position_embeddings = 1000000000000 needs");
+  j = t2::testing::tiny_config();
+  j["vocab_size"] = int64_t{1} << 40;
+  expect_error(j, "'vocab_size' = 1099511627776 is beyond any supported model");
 }
 
 TEST(GenerationConfig, EosMayBeAList) {

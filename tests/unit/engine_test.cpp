@@ -1,5 +1,6 @@
 // The generation loop on the real stories260K model: joining and leaving
 // between steps, stop conditions and reproducibility.
+#include <limits>
 #include <map>
 
 #include <gtest/gtest.h>
@@ -165,4 +166,22 @@ TEST_F(EngineTest, RejectsBadRequests) {
   GenerationRequest bad_temperature = request("x", 5, -1.0);
   EXPECT_THROW(e.add(bad_temperature), t2::InvalidArgument);
   EXPECT_EQ(e.active(), 0u);  // nothing half-added
+}
+
+TEST(EngineNonFinite, AStepWithNonFiniteLogitsFailsInsteadOfSamplingGarbage) {
+  const auto config = t2::model::ModelConfig::from_json(t2::testing::tiny_config(), "tiny");
+  auto weights = t2::model::ModelWeights::random(config, t2::model::Placement{}, 1);
+  weights.final_norm.fill_(std::numeric_limits<float>::infinity());  // as an overflowing adapter or a broken file would
+  const t2::model::Transformer model(config, std::move(weights), t2::model::Placement{});
+  Engine engine(model, std::nullopt, {}, {2, 0});
+  GenerationRequest r;
+  r.prompt = {1, 2, 3};
+  r.max_tokens = 4;
+  engine.add(std::move(r));
+  try {
+    engine.step();
+    ADD_FAILURE() << "a step with non-finite logits produced tokens";
+  } catch (const t2::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("non-finite logits"), std::string::npos) << e.what();
+  }
 }

@@ -87,4 +87,9 @@ TEST(Safetensors, CorruptHeadersAreErrors) {
             std::string::npos);
   EXPECT_NE(error_of(write_raw(R"({"x":{"dtype":"F32","shape":[4]}})", 16)).find("malformed"), std::string::npos);
   EXPECT_NE(error_of(dir / "absent.safetensors").find("cannot open"), std::string::npos);
+  // Element and byte counts past 64 bits are errors, never wrapped (UBSan watches the arithmetic).
+  EXPECT_NE(error_of(write_raw(R"({"x":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})", 0)).find("overflows"),
+            std::string::npos);
+  EXPECT_NE(error_of(write_raw(R"({"x":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", 0)).find("overflows"),
+            std::string::npos);
 }

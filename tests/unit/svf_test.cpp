@@ -1,6 +1,8 @@
 // SVF on the real stories260K model: the SVD cache, expert folders and their
 // validation, composition, mixtures and the adapter store.
+#include <cstring>
 #include <fstream>
+#include <limits>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -135,10 +137,29 @@ TEST_F(SvfStories, SvdCacheIsReusedAndRebuiltWhenStaleOrCorrupt) {
     auto tensors = std::vector<std::pair<std::string, at::Tensor>>{};
     const auto file = t2::model::SafetensorsFile::open(path);
     for (const auto& [name, view] : file.tensors()) tensors.emplace_back(name, view.to_tensor());
-    t2::model::write_safetensors(path, tensors, {{"format", "t2-svd-v1"}, {"fingerprint", "0123456789abcdef"}, {"targets", "mlp"}});
+    t2::model::write_safetensors(path, tensors, {{"format", "t2-svd-v2"}, {"fingerprint", "0123456789abcdef"}, {"targets", "mlp"}});
   }
   EXPECT_THROW(SvdCache::load(path, model_->config(), fingerprint_, Targets::kMlp), t2::LoadError);
   EXPECT_TRUE(SvdCache::load_or_build(*model_, fingerprint_, Targets::kMlp, cache_dir_, at::kCPU).built);
+
+  // A NaN written over one factor value (the file otherwise intact) fails the checksum.
+  {
+    const std::string bytes = [&] {
+      std::ifstream in(path, std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    }();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::string corrupt = bytes;
+    std::memcpy(&corrupt[corrupt.size() - sizeof nan], &nan, sizeof nan);  // the last value of the data section
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << corrupt;
+    try {
+      SvdCache::load(path, model_->config(), fingerprint_, Targets::kMlp);
+      ADD_FAILURE() << "a corrupted SVD cache was loaded";
+    } catch (const t2::LoadError& e) {
+      EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(SvdCache::load_or_build(*model_, fingerprint_, Targets::kMlp, cache_dir_, at::kCPU).built);
+  }
 
   std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
   const auto rebuilt = SvdCache::load_or_build(*model_, fingerprint_, Targets::kMlp, cache_dir_, at::kCPU);

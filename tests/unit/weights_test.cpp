@@ -1,3 +1,4 @@
+#include <limits>
 #include <fstream>
 
 #include <ATen/ATen.h>
@@ -103,6 +104,30 @@ TEST(Weights, WrongShapeIsNamed) {
   });
   const std::string error = load_error(dir);
   EXPECT_NE(error.find("'model.layers.0.self_attn.k_proj.weight' has shape [8, 32], expected [16, 32]"), std::string::npos)
+      << error;
+}
+
+TEST(Weights, NonFiniteValuesAreNamed) {
+  const auto dir = t2::testing::fresh_dir("nan");
+  t2::testing::write_random_checkpoint(dir, t2::testing::tiny_config(), 4);
+  rewrite(dir, [](auto& tensors) {
+    for (auto& [name, t] : tensors) {
+      if (name == "model.layers.1.mlp.down_proj.weight") t[0][0] = std::numeric_limits<float>::quiet_NaN();
+    }
+  });
+  const std::string error = load_error(dir);
+  EXPECT_NE(error.find("'model.layers.1.mlp.down_proj.weight' holds NaN or infinite values"), std::string::npos) << error;
+}
+
+TEST(Weights, ACheckpointWithMoreLayersThanTheConfigIsRefused) {
+  const auto dir = t2::testing::fresh_dir("layers");
+  auto config = t2::testing::tiny_config();
+  t2::testing::write_random_checkpoint(dir, config, 4);
+  config["num_hidden_layers"] = config["num_hidden_layers"].get<int>() - 1;
+  std::ofstream(dir / "config.json") << config.dump();
+  const std::string error = load_error(dir);
+  EXPECT_NE(error.find("config.json says num_hidden_layers = " + std::to_string(config["num_hidden_layers"].get<int>())),
+            std::string::npos)
       << error;
 }
 

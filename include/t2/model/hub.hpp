@@ -1,7 +1,8 @@
 // Downloading a model from the Hugging Face Hub (or a mirror speaking its URL
 // layout) into a local cache: only the files t2 reads (config, tokenizer,
 // safetensors), resumable (HTTP Range on a .incomplete file), and verified
-// (sha256 of LFS files, git blob sha1 of the others) before they are kept.
+// (sha256 of LFS files, git blob sha1 of the others) before they are kept;
+// never more bytes than the Hub lists, and nothing it lists no size or hash for.
 // Honours HF_ENDPOINT, HF_TOKEN and HF_HOME.
 #pragma once
 
@@ -29,7 +30,14 @@ bool is_hub_repo_id(const std::string& text);
 std::filesystem::path pull(const std::string& repo_id, const HubOptions& options,
                            const std::function<void(const std::string& file, uint64_t done, uint64_t total)>& progress = {});
 
-// A model folder for `model`: the path itself if it exists, else the pulled repo.
+// Whether a request to `url` may carry the token: only to the endpoint's own
+// origin, and only over https (or to a loopback endpoint, which no network sees).
+// Redirects elsewhere (the Hub's CDN) go without it.
+bool token_allowed(const std::string& url, const std::string& endpoint);
+
+// A model folder for `model`: the path itself if it exists, else the pulled
+// repo. Throws NotFound for a missing path that looks local (./x, /x, ~/x, or
+// a/b where the folder a exists) instead of taking it for a Hub repo id.
 std::filesystem::path resolve_model(const std::string& model);
 
 }  // namespace t2::model

@@ -21,10 +21,6 @@
 #include "t2/tokenizer/chat_template.hpp"
 #include "t2/tokenizer/tokenizer.hpp"
 
-namespace httplib {
-class Server;
-}
-
 namespace t2::server {
 
 // Everything a request needs once the model is loaded; owned by `t2 serve`.
@@ -45,6 +41,7 @@ struct ServingContext {
 };
 
 class AdaptationJobs;  // t2/server/adaptation_jobs.hpp
+class GatedServer;     // src/server/http_server.cpp
 
 class HttpServer {
  public:
@@ -71,7 +68,7 @@ class HttpServer {
   std::vector<std::string> api_keys_;
   std::atomic<bool> draining_{false};
   std::unique_ptr<AdaptationJobs> adaptations_;  // background CEM jobs, joined by stop()
-  std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<GatedServer> http_;
 };
 
 }  // namespace t2::server

@@ -49,6 +49,11 @@ class Metrics {
   Histogram inter_token_{{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5}};
 };
 
+// The adaptation label requests are counted under: "base", a stored expert's
+// name, or "mixture" for every per-request mixture, so that the label set is
+// bounded by the loaded experts whatever mixtures clients send.
+std::string adaptation_label(const svf::Adaptation& adaptation);
+
 // Escapes a Prometheus label value.
 std::string escape_label(const std::string& value);
 
