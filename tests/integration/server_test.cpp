@@ -504,8 +504,17 @@ TEST_F(ServerTest, AdaptationNamesAreReservedJobsCappedAndCancellable) {
   }
   EXPECT_EQ(state["status"], "cancelled") << state;
   expect_error(get("/v1/experts/held", 404), "");
-  const json again = post("/v1/adaptations", slow, 202);
-  EXPECT_EQ(del("/v1/adaptations/" + again["id"].get<std::string>())["name"], "held");
+  // At most 8 jobs queued or running: the ninth gets 429.
+  std::vector<std::string> ids = {post("/v1/adaptations", slow, 202)["id"]};
+  for (int i = 1; i < 8; ++i) {
+    json queued = slow;
+    queued["name"] = "held" + std::to_string(i);
+    ids.push_back(post("/v1/adaptations", queued, 202)["id"]);
+  }
+  json ninth = slow;
+  ninth["name"] = "held9";
+  expect_error(post("/v1/adaptations", ninth, 429), "");
+  for (const auto& id : ids) EXPECT_EQ(del("/v1/adaptations/" + id)["id"], id);
   expect_error(del("/v1/adaptations/adapt-nothing", 404), "id");
 }
 
