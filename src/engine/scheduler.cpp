@@ -323,31 +323,24 @@ void Scheduler::drop_cancelled_and_expired() {
     engine_.cancel(id);
     finish_choice(id);
   }
-  for (auto it = dispatching_.begin(); it != dispatching_.end();) {
-    const auto& handle = it->second.queued.handle;
-    const bool expired = now > it->second.queued.job.deadline;
-    if (!handle->cancelled() && !expired) {
-      ++it;
-      continue;
+  // Jobs still in pass 1 or scoring: no choices yet, so one event ends each.
+  const auto drop_waiting = [&](auto& jobs, const auto& queued_of) {
+    for (auto it = jobs.begin(); it != jobs.end();) {
+      const Queued& queued = queued_of(it->second);
+      const bool expired = now > queued.job.deadline;
+      if (!queued.handle->cancelled() && !expired) {
+        ++it;
+        continue;
+      }
+      if (!queued.handle->cancelled()) queued.handle->push(JobEvent::failed(0, ErrorKind::kTimeout, "the request timed out"));
+      queued.handle->close();
+      engine_.cancel(it->first);
+      it = jobs.erase(it);
     }
-    if (expired && !handle->cancelled()) handle->push(JobEvent::failed(0, ErrorKind::kTimeout, "the request timed out"));
-    handle->close();
-    engine_.cancel(it->first);
-    it = dispatching_.erase(it);
-  }
+  };
+  drop_waiting(dispatching_, [](const Dispatching& d) -> const Queued& { return d.queued; });
+  drop_waiting(scoring_, [](const Queued& q) -> const Queued& { return q; });
   dispatching_count_ = static_cast<int64_t>(dispatching_.size());
-  for (auto it = scoring_.begin(); it != scoring_.end();) {
-    const auto& handle = it->second.handle;
-    const bool expired = now > it->second.job.deadline;
-    if (!handle->cancelled() && !expired) {
-      ++it;
-      continue;
-    }
-    if (expired && !handle->cancelled()) handle->push(JobEvent::failed(0, ErrorKind::kTimeout, "the request timed out"));
-    handle->close();
-    engine_.cancel(it->first);
-    it = scoring_.erase(it);
-  }
 }
 
 void Scheduler::finish_choice(SequenceId id) {
