@@ -94,4 +94,17 @@ svf::Expert random_expert(const model::ModelConfig& config, const std::string& f
   return e;
 }
 
+void StoriesSvfTest::SetUp() {
+  StoriesTest::SetUp();
+  if (!ready()) return;
+  fingerprint_ = model::checkpoint_fingerprint(dir_);
+  cache_.emplace(svf::SvdCache::compute(*model_, fingerprint_, svf::Targets::kMlp, at::kCPU));
+  store_.emplace(*model_, *cache_, int64_t{1} << 30);
+}
+
+void StoriesSvfTest::add_expert(const std::string& name, uint64_t seed, const std::string& description,
+                                svf::DispatchRole role) {
+  store_->add(random_expert(model_->config(), fingerprint_, name, seed, description, role));
+}
+
 }  // namespace t2::testing

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "t2/model/transformer.hpp"
+#include "t2/svf/adapter_store.hpp"
 #include "t2/svf/expert.hpp"
 #include "t2/tokenizer/tokenizer.hpp"
 
@@ -59,7 +60,7 @@ namespace t2::testing {
 class StoriesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = models_dir() / "stories260K";
+    dir_ = stories_dir();  // the committed copy: these tests need no ../shared
     T2_REQUIRE_PATH(dir_);
     model_.emplace(model::Transformer::load(dir_, model::Placement{}));
     tokenizer_.emplace(tokenizer::Tokenizer::load(dir_));
@@ -69,6 +70,19 @@ class StoriesTest : public ::testing::Test {
   std::filesystem::path dir_;
   std::optional<model::Transformer> model_;
   std::optional<tokenizer::Tokenizer> tokenizer_;
+};
+
+// StoriesTest with the SVD factors of stories260K's MLP matrices and an
+// adapter store over them (1 GiB budget), for tests that add experts.
+class StoriesSvfTest : public StoriesTest {
+ protected:
+  void SetUp() override;
+  // A random expert (see random_expert) added to the store.
+  void add_expert(const std::string& name, uint64_t seed, const std::string& description, svf::DispatchRole role);
+
+  std::string fingerprint_;
+  std::optional<svf::SvdCache> cache_;
+  std::optional<svf::AdapterStore> store_;
 };
 
 }  // namespace t2::testing

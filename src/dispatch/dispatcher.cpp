@@ -41,8 +41,7 @@ std::string load_template(const std::filesystem::path& path) {
 
 Dispatcher::Dispatcher(const model::Transformer& model, tokenizer::Tokenizer tokenizer, svf::AdapterStore& store,
                        DispatchOptions options)
-    : model_(model),
-      tokenizer_(std::move(tokenizer)),
+    : tokenizer_(std::move(tokenizer)),
       store_(store),
       options_(std::move(options)),
       prompt_(options_.template_text, tokenizer_, std::min(options_.context, model.config().max_position_embeddings)) {

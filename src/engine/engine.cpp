@@ -89,16 +89,19 @@ SequenceId Engine::score(ScoringRequest request) {
     throw InvalidArgument("prompt", "pass 1 needs " + std::to_string(length) + " tokens; the context holds " +
                                         std::to_string(cache_.capacity()));
   }
-  std::set<std::vector<int64_t>> rows;
-  for (const auto& c : request.continuations) rows.insert({c.begin(), c.end() - 1});
-  if (static_cast<int64_t>(rows.size()) + 1 > options_.scratch_slots) {
-    throw InvalidArgument("continuations", "scoring " + std::to_string(rows.size()) + " continuations needs more than the " +
+  Heads heads;
+  for (size_t c = 0; c < request.continuations.size(); ++c) {
+    const auto& tokens = request.continuations[c];
+    heads[{tokens.begin(), tokens.end() - 1}].push_back(c);
+  }
+  if (static_cast<int64_t>(heads.size()) + 1 > options_.scratch_slots) {
+    throw InvalidArgument("continuations", "scoring " + std::to_string(heads.size()) + " continuations needs more than the " +
                                                std::to_string(options_.scratch_slots) + " scratch KV slots");
   }
   const SequenceId id = next_id_++;
   std::string key = request.adapter ? request.adapter->id() : "base";
   for (const int64_t t : request.prefix) key += "," + std::to_string(t);
-  scorings_.emplace(id, Scoring{id, std::move(request), std::move(key)});
+  scorings_.emplace(id, Scoring{id, std::move(request), std::move(key), std::move(heads)});
   return id;
 }
 
@@ -151,13 +154,7 @@ void Engine::plan_scoring(std::vector<Row>& rows, int64_t& budget, std::vector<i
       continue;
     }
     if (filling.count(s.prefix_key) > 0) continue;
-    // One row per distinct continuation head (all but its last token): the
-    // row's logits score every continuation that shares it.
-    std::map<std::vector<int64_t>, std::vector<size_t>> heads;
-    for (size_t c = 0; c < r.continuations.size(); ++c) {
-      const auto& tokens = r.continuations[c];
-      heads[{tokens.begin(), tokens.end() - 1}].push_back(c);
-    }
+    const Heads& heads = s.heads;
     int64_t tokens = 0;
     for (const auto& [head, members] : heads) tokens += static_cast<int64_t>(r.context.size() + head.size());
     if ((tokens > budget && !rows.empty()) || free_scratch_slots() < static_cast<int64_t>(heads.size())) break;

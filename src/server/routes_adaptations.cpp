@@ -2,6 +2,7 @@
 // background job, 202), GET /v1/adaptations/{id} (its progress) and DELETE
 // /v1/adaptations/{id} (cancels it). The jobs themselves belong to AdaptationJobs.
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -78,18 +79,12 @@ void start_adaptation(const RouteContext& routes, const httplib::Request& req, h
   }
 }
 
-void cancel_adaptation(const RouteContext& routes, const httplib::Request& req, httplib::Response& res) {
+// GET and DELETE /v1/adaptations/{id}: the job's description after `act`, or 404.
+template <typename Act>
+void answer_with_job(const RouteContext& routes, const httplib::Request& req, httplib::Response& res, Act&& act) {
   auto ctx = routes.admit(req, res);
   if (!ctx) return;
-  const auto job = routes.adaptations.cancel(req.matches[1]);
-  if (!job) return send_error(res, ApiError::not_found("id", "no adaptation " + req.matches[1].str(), "not_found"));
-  send_json(res, 200, *job);
-}
-
-void get_adaptation(const RouteContext& routes, const httplib::Request& req, httplib::Response& res) {
-  auto ctx = routes.admit(req, res);
-  if (!ctx) return;
-  const auto job = routes.adaptations.describe(req.matches[1]);
+  const std::optional<json> job = act(req.matches[1].str());
   if (!job) return send_error(res, ApiError::not_found("id", "no adaptation " + req.matches[1].str(), "not_found"));
   send_json(res, 200, *job);
 }
@@ -98,8 +93,12 @@ void get_adaptation(const RouteContext& routes, const httplib::Request& req, htt
 
 void register_adaptation_routes(httplib::Server& http, const RouteContext& routes) {
   http.Post("/v1/adaptations", [routes](const auto& req, auto& res) { start_adaptation(routes, req, res); });
-  http.Get(R"(/v1/adaptations/([^/]+))", [routes](const auto& req, auto& res) { get_adaptation(routes, req, res); });
-  http.Delete(R"(/v1/adaptations/([^/]+))", [routes](const auto& req, auto& res) { cancel_adaptation(routes, req, res); });
+  http.Get(R"(/v1/adaptations/([^/]+))", [routes](const auto& req, auto& res) {
+    answer_with_job(routes, req, res, [&](const std::string& id) { return routes.adaptations.describe(id); });
+  });
+  http.Delete(R"(/v1/adaptations/([^/]+))", [routes](const auto& req, auto& res) {
+    answer_with_job(routes, req, res, [&](const std::string& id) { return routes.adaptations.cancel(id); });
+  });
 }
 
 }  // namespace t2::server

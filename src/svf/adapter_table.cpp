@@ -1,33 +1,10 @@
 #include "t2/svf/adapter_table.hpp"
 
-#include <cmath>
-
 #include <c10/core/InferenceMode.h>
 
 #include "t2/common/errors.hpp"
 
 namespace t2::svf {
-
-at::Tensor svf_scale(const SvdFactors& f, const at::Tensor& z, const std::string& matrix) {
-  // As compose(): the singular values scaled in float32 (at least), then renormalised.
-  const auto precision = at::promote_types(f.s.scalar_type(), at::kFloat);
-  const at::Tensor s = f.s.to(precision);
-  const at::Tensor scaled = s * z.to(s.device(), precision);
-  const double total = scaled.sum().item<double>();
-  if (!std::isfinite(total) || total <= 0) {
-    throw InvalidArgument("mixture", "the z for '" + matrix + "' gives singular values that sum to " + std::to_string(total));
-  }
-  return (scaled * (s.sum().item<double>() / total)).to(f.U.scalar_type());
-}
-
-std::shared_ptr<const Adapter> dense_adapter(std::shared_ptr<const model::ProjectionSet> weights) {
-  if (!weights) return nullptr;
-  auto adapter = std::make_shared<Adapter>();
-  // Unique while the weights live, which the adapter itself guarantees.
-  adapter->key = "composed@" + std::to_string(reinterpret_cast<uintptr_t>(weights.get()));
-  adapter->dense = std::move(weights);
-  return adapter;
-}
 
 AdapterTable::AdapterTable(const model::Transformer& model, const std::map<MatrixId, SvdFactors>& factors,
                            int64_t slots)

@@ -90,26 +90,21 @@ class ServerTest : public ::testing::Test {
     c.set_read_timeout(60, 0);
     return c;
   }
-  static json post(const std::string& path, const json& body, int expected_status = 200) {
-    auto r = client().Post(path.c_str(), body.dump(), "application/json");
+  // The JSON body of a reply expected to carry `expected_status`.
+  static json body_of(const httplib::Result& r, const std::string& path, int expected_status) {
     EXPECT_TRUE(r) << path;
     if (!r) return json();
     EXPECT_EQ(r->status, expected_status) << r->body;
     return json::parse(r->body);
+  }
+  static json post(const std::string& path, const json& body, int expected_status = 200) {
+    return body_of(client().Post(path.c_str(), body.dump(), "application/json"), path, expected_status);
   }
   static json get(const std::string& path, int expected_status = 200) {
-    auto r = client().Get(path.c_str());
-    EXPECT_TRUE(r) << path;
-    if (!r) return json();
-    EXPECT_EQ(r->status, expected_status) << r->body;
-    return json::parse(r->body);
+    return body_of(client().Get(path.c_str()), path, expected_status);
   }
   static json del(const std::string& path, int expected_status = 200) {
-    auto r = client().Delete(path.c_str());
-    EXPECT_TRUE(r) << path;
-    if (!r) return json();
-    EXPECT_EQ(r->status, expected_status) << r->body;
-    return json::parse(r->body);
+    return body_of(client().Delete(path.c_str()), path, expected_status);
   }
   // The data: payloads of a server-sent event stream, [DONE] excluded; `done` says whether it came.
   static std::vector<json> stream(const std::string& path, json body, bool* done = nullptr) {

@@ -13,17 +13,14 @@
 
 namespace {
 
-class DispatcherTest : public t2::testing::StoriesTest {
+class DispatcherTest : public t2::testing::StoriesSvfTest {
  protected:
   void SetUp() override {
-    StoriesTest::SetUp();
+    StoriesSvfTest::SetUp();
     if (!ready()) return;
-    const std::string fingerprint = t2::model::checkpoint_fingerprint(dir_);
-    cache_.emplace(t2::svf::SvdCache::compute(*model_, fingerprint, t2::svf::Targets::kMlp, at::kCPU));
-    store_.emplace(*model_, *cache_, 1 << 30);
     for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"dragon", 1}, {"princess", 2}, {"router", 3}}) {
-      store_->add(t2::testing::random_expert(model_->config(), fingerprint, name, seed, "stories with a " + name,
-                                             name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget));
+      add_expert(name, seed, "stories with a " + name,
+                 name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget);
     }
   }
 
@@ -70,8 +67,6 @@ class DispatcherTest : public t2::testing::StoriesTest {
     return scores;
   }
 
-  std::optional<t2::svf::SvdCache> cache_;
-  std::optional<t2::svf::AdapterStore> store_;
   std::optional<t2::engine::Engine> engine_;
 };
 

@@ -20,19 +20,13 @@ using t2::engine::EngineOptions;
 using t2::engine::GenerationRequest;
 using t2::svf::Adaptation;
 
-class ExpertMixTest : public t2::testing::StoriesTest {
+class ExpertMixTest : public t2::testing::StoriesSvfTest {
  protected:
   void SetUp() override {
-    StoriesTest::SetUp();
+    StoriesSvfTest::SetUp();
     if (!ready()) return;
-    const std::string fingerprint = t2::model::checkpoint_fingerprint(dir_);
-    cache_.emplace(t2::svf::SvdCache::compute(*model_, fingerprint, t2::svf::Targets::kMlp, at::kCPU));
-    store_.emplace(*model_, *cache_, int64_t{1} << 30);
     uint64_t seed = 21;
-    for (const char* name : {"bird", "cat", "dog"}) {
-      store_->add(t2::testing::random_expert(model_->config(), fingerprint, name, seed++, name,
-                                             t2::svf::DispatchRole::kTarget));
-    }
+    for (const char* name : {"bird", "cat", "dog"}) add_expert(name, seed++, name, t2::svf::DispatchRole::kTarget);
   }
 
   // The adaptations a batch mixes: base, each expert, and a mixture.
@@ -40,9 +34,6 @@ class ExpertMixTest : public t2::testing::StoriesTest {
     return {Adaptation::base(), Adaptation::expert("bird"), Adaptation::expert("cat"), Adaptation::expert("dog"),
             Adaptation::parse_mixture("cat=0.6,dog=0.4")};
   }
-
-  std::optional<t2::svf::SvdCache> cache_;
-  std::optional<t2::svf::AdapterStore> store_;
 };
 
 // For each adaptation: how far one factored forward of every adaptation's

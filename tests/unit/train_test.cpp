@@ -78,16 +78,7 @@ TEST(Cem, ConvergesOnASyntheticObjective) {
 
 namespace {
 
-class TrainStories : public t2::testing::StoriesTest {
- protected:
-  void SetUp() override {
-    StoriesTest::SetUp();
-    if (!ready()) return;
-    const auto fingerprint = t2::model::checkpoint_fingerprint(dir_);
-    store_.emplace(*model_, t2::svf::SvdCache::compute(*model_, fingerprint, t2::svf::Targets::kMlp, at::kCPU), 1 << 30);
-  }
-  std::optional<t2::svf::AdapterStore> store_;
-};
+using TrainStories = t2::testing::StoriesSvfTest;
 
 }  // namespace
 
@@ -223,10 +214,9 @@ class TrainLabels : public TrainStories {
     TrainStories::SetUp();
     if (!ready()) return;
     template_text_ = t2::dispatch::load_template(std::filesystem::path(T2_SOURCE_DIR) / "configs/dispatch/prompt.txt");
-    const std::string fingerprint = t2::model::checkpoint_fingerprint(dir_);
     for (const auto& [name, seed] : std::vector<std::pair<std::string, uint64_t>>{{"dragon", 1}, {"princess", 2}, {"router", 3}}) {
-      store_->add(t2::testing::random_expert(model_->config(), fingerprint, name, seed, "stories with a " + name,
-                                             name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget));
+      add_expert(name, seed, "stories with a " + name,
+                 name == "router" ? t2::svf::DispatchRole::kClassifier : t2::svf::DispatchRole::kTarget);
     }
   }
 

@@ -72,7 +72,7 @@ std::string load_template(const std::filesystem::path& path);
 
 class Dispatcher {
  public:
-  // Model, tokenizer and store must outlive the dispatcher. plan() is not
+  // The store must outlive the dispatcher (the model only sizes pass 1's context). plan() is not
   // thread-safe: the scheduler calls it from its own thread; the const
   // queries below read only the store (itself thread-safe) and the options,
   // so HTTP threads may call them. Throws InvalidArgument when
@@ -111,7 +111,6 @@ class Dispatcher {
   const AdaptationPrompt::Prefix& prefix(const std::vector<Category>& categories);
   Decision decision(const Pass1& pass, const std::string& label) const;
 
-  const model::Transformer& model_;
   tokenizer::Tokenizer tokenizer_;
   svf::AdapterStore& store_;
   DispatchOptions options_;

@@ -129,10 +129,13 @@ class Engine {
     int64_t generated = 0;
     int64_t last_token = -1;
   };
+  // A continuation head (all but its last token) -> the continuations that share it.
+  using Heads = std::map<std::vector<int64_t>, std::vector<size_t>>;
   struct Scoring {
     SequenceId id;
     ScoringRequest request;
     std::string prefix_key;
+    Heads heads;  // one forward row each: its logits score every continuation that shares it
   };
   struct CachedPrefix {
     int64_t slot;

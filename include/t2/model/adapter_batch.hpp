@@ -42,8 +42,6 @@ class AdapterBatch {
   // x [N, in] -> [N, out] for the N packed tokens of the forward.
   at::Tensor project(int64_t layer, Projection p, const at::Tensor& x, const at::Tensor& bias) const;
 
-  bool is_dense() const { return table_ == nullptr; }
-
  private:
   AdapterBatch() = default;
 

@@ -7,6 +7,10 @@
 
 namespace t2::svf {
 
+// s * z * (sum(s) / sum(s * z)) in float32 (float64 stays float64): the
+// singular values an adapted matrix uses. Differentiable in z.
+at::Tensor scaled_singular_values(const at::Tensor& s, const at::Tensor& z);
+
 // U [m, r], s [r], Vh [r, n], z [r]. The singular values are scaled in float32;
 // the product is computed in U's dtype (GEMMs accumulate in float32) and
 // returned in it. Differentiable in z.
