@@ -27,6 +27,7 @@ struct ServeFlags {
 // Loads everything the server needs, in order; returns what owns it.
 struct Serving {
   std::optional<model::Transformer> model;
+  std::optional<vision::LlavaNext> vision;  // vision-language models only
   std::optional<svf::AdapterStore> store;
   std::optional<dispatch::Dispatcher> dispatcher;
   std::optional<engine::Scheduler> scheduler;
@@ -65,6 +66,12 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
   try {
     const model::Placement placement = model::Placement::parse(c.device, c.dtype);
     s.model.emplace(model::Transformer::load(c.model_dir, placement));
+    std::shared_ptr<const vision::ImageProcessor> image_processor;
+    if (vision::is_llava_next(c.model_dir)) {
+      s.vision.emplace(vision::LlavaNext::load(c.model_dir, placement));
+      image_processor = std::make_shared<const vision::ImageProcessor>(vision::ProcessorConfig::from_model_dir(c.model_dir));
+      log::info("vision-language model: images accepted (image token " + std::to_string(s.vision->image_token_id()) + ")");
+    }
     const auto tokenizer = tokenizer::Tokenizer::load(c.model_dir);
     const auto generation = model::GenerationConfig::from_model_dir(c.model_dir);
     const auto stop_ids = tokenizer::stop_token_ids(tokenizer, generation.eos_token_ids);
@@ -83,7 +90,8 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
     s.dispatcher.emplace(*s.model, tokenizer, *s.store, dispatch_options);
     default_strategy = c.dispatch == "auto" ? s.dispatcher->automatic_strategy() : dispatch::parse_strategy(c.dispatch);
     s.scheduler.emplace(*s.model, tokenizer, stop_ids, *s.store, *s.dispatcher,
-                        engine::SchedulerOptions{c.max_batch, c.queue_capacity, c.context, c.max_step_tokens});
+                        engine::SchedulerOptions{c.max_batch, c.queue_capacity, c.context, c.max_step_tokens},
+                        s.vision ? &*s.vision : nullptr);
     if (c.adapter_cache_bytes == 0) {
       // Everything else that lives on the device is allocated by now.
       s.store->set_budget_bytes(placement.free_memory_bytes() / 2);
@@ -93,7 +101,8 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
                                                   : tokenizer::parse_chat_format(c.chat_template);
     http.set_ready(std::make_shared<server::ServingContext>(server::ServingContext{
         *s.model, tokenizer, *s.store, *s.scheduler, *s.dispatcher, s.metrics, format, c.model_id, fingerprint, c.experts_dir,
-        default_strategy, c.request_timeout_s, stop_ids}));
+        default_strategy, c.request_timeout_s, stop_ids, s.vision ? &*s.vision : nullptr, image_processor,
+        c.image_policy()}));
   } catch (...) {
     http.stop();
     http_thread.join();
@@ -158,7 +167,12 @@ void add_serve_command(CLI::App& app) {
   option("--max-body-bytes", &server::ServerConfig::max_body_bytes, "largest accepted request body (T2_MAX_BODY_BYTES)");
   option("--chat-template", &server::ServerConfig::chat_template, "auto, plain, llama-2, llama-3, chatml, qwen2, zephyr or mistral (T2_CHAT_TEMPLATE)");
   option("--cache-dir", &server::ServerConfig::cache_dir, "SVD cache folder (T2_CACHE_DIR)");
-  option("--targets", &server::ServerConfig::targets, "matrices SVF adapts: mlp, attn or all (T2_TARGETS)");
+  option("--targets", &server::ServerConfig::targets, "matrices SVF adapts: mlp, attn, all, or none for the base model alone (T2_TARGETS)");
+  option("--max-image-pixels", &server::ServerConfig::max_image_pixels,
+         "vision models: images with more pixels are refused before decoding (T2_MAX_IMAGE_PIXELS)");
+  option("--max-images-per-request", &server::ServerConfig::max_images_per_request, "vision models: images one request may carry (T2_MAX_IMAGES_PER_REQUEST)");
+  option("--image-url-host", &server::ServerConfig::image_url_hosts,
+         "host that http(s) image URLs may name, repeatable, * for any; none: data: URLs only (T2_IMAGE_URL_HOSTS)");
   auto apply = std::make_shared<std::vector<std::pair<CLI::Option*, std::function<void(server::ServerConfig&)>>>>(std::move(setters));
   cmd->callback([flags, apply] {
     run_serve(*flags, [apply](server::ServerConfig& c) {

@@ -34,6 +34,26 @@ struct TaskOptions {
   train::Task load() const { return train::Task::load(file, train::parse_reward(reward), template_text); }
 };
 
+// The image side of a vision-language model folder (nothing for a text model):
+// what encodes task records' images.
+class VisionParts {
+ public:
+  VisionParts(const std::filesystem::path& model_dir, const model::Placement& placement) {
+    if (!vision::is_llava_next(model_dir)) return;
+    model_.emplace(vision::LlavaNext::load(model_dir, placement));
+    processor_.emplace(vision::ProcessorConfig::from_model_dir(model_dir));
+    vision_.emplace(train::Vision{*model_, *processor_});
+  }
+  VisionParts(const VisionParts&) = delete;
+  VisionParts& operator=(const VisionParts&) = delete;
+  const train::Vision* get() const { return vision_ ? &*vision_ : nullptr; }
+
+ private:
+  std::optional<vision::LlavaNext> model_;
+  std::optional<vision::ImageProcessor> processor_;
+  std::optional<train::Vision> vision_;  // refers to the two above
+};
+
 // What every training command loads: model, tokenizer, SVD cache, adapter store.
 struct Loaded {
   std::filesystem::path model_dir;
@@ -41,10 +61,12 @@ struct Loaded {
   std::optional<tokenizer::Tokenizer> tokenizer;
   std::vector<int64_t> eos;
   std::optional<svf::AdapterStore> store;
+  std::optional<VisionParts> vision;
 
   Loaded(const std::string& model_arg, const PlacementOptions& placement, const SvfOptions& svf) {
     model_dir = model::resolve_model(model_arg);
     model.emplace(model::Transformer::load(model_dir, placement.placement()));
+    vision.emplace(model_dir, placement.placement());
     tokenizer.emplace(tokenizer::Tokenizer::load(model_dir));
     eos = model::GenerationConfig::from_model_dir(model_dir).eos_token_ids;
     const auto cache = svf::SvdCache::load_or_build(*model, model::checkpoint_fingerprint(model_dir),
@@ -85,7 +107,7 @@ struct TrainCommand {
     options.name = std::filesystem::path(out).lexically_normal().filename().string();
     options.description = description.empty() ? "trained on " + std::filesystem::path(task.file).filename().string() : description;
     options.resume = !no_resume;
-    options.generation = {task.max_tokens, l.eos};
+    options.generation = {task.max_tokens, l.eos, l.vision->get()};
     options.objective = train::parse_objective(objective);
     options.dispatch = dispatch_target ? svf::DispatchRole::kTarget : svf::DispatchRole::kNone;
     if (options.objective == train::Objective::kLabels) {
@@ -210,16 +232,15 @@ struct EvalCommand {
     if (!strategy.empty()) return run_two_pass(t, examples);
     const auto dir = model::resolve_model(model_dir);
     const model::Transformer m = model::Transformer::load(dir, placement.placement());
+    const VisionParts vision(dir, placement.placement());
     const auto tok = tokenizer::Tokenizer::load(dir);
     const auto weights = adapted_weights(m, dir, svf, adaptation);
-    std::vector<std::string> prompts;
-    for (const auto& e : examples) prompts.push_back(e.prompt);
-    const auto completions = train::complete(m, tok, weights, prompts,
-                                             {task.max_tokens, model::GenerationConfig::from_model_dir(dir).eos_token_ids});
+    const auto completions = train::complete(m, tok, weights, train::model_prompts(tok, examples, vision.get()),
+                                             {task.max_tokens, model::GenerationConfig::from_model_dir(dir).eos_token_ids, vision.get()});
     nlohmann::json report = eval_report(t, examples, completions, nullptr);
     report["split"] = split;
     report["adaptation"] = adaptation.adaptation().key();
-    report["perplexity"] = train::base_perplexity(m, completions);
+    report["perplexity"] = train::base_perplexity(m, completions, vision.get());
     std::cout << report.dump() << std::endl;
   }
 
@@ -262,15 +283,15 @@ struct EvalCommand {
     std::vector<train::Completion> completions(examples.size());
     for (const auto& [label, members] : groups) {
       const auto weights = l.store->weights(label == dispatch::kOthersLabel ? svf::Adaptation::base() : svf::Adaptation::expert(label));
-      std::vector<std::string> prompts;
-      for (const size_t i : members) prompts.push_back(examples[i].prompt);
-      const auto out = train::complete(*l.model, *l.tokenizer, weights, prompts, {task.max_tokens, l.eos});
+      std::vector<train::ModelPrompt> prompts;
+      for (const size_t i : members) prompts.push_back(train::model_prompt(*l.tokenizer, examples[i], l.vision->get()));
+      const auto out = train::complete(*l.model, *l.tokenizer, weights, prompts, {task.max_tokens, l.eos, l.vision->get()});
       for (size_t k = 0; k < members.size(); ++k) completions[members[k]] = out[k];
     }
     nlohmann::json report = eval_report(t, examples, completions, &chosen);
     report["split"] = split;
     report["dispatch"] = strategy;
-    report["perplexity"] = train::base_perplexity(*l.model, completions);
+    report["perplexity"] = train::base_perplexity(*l.model, completions, l.vision->get());
     report["dispatch_ms_mean"] = strategy == "oracle" ? 0.0 : dispatch_ms / static_cast<double>(examples.size());
     std::cout << report.dump() << std::endl;
   }
@@ -282,7 +303,7 @@ void add_train_commands(CLI::App& app) {
   auto t = std::make_shared<TrainCommand>();
   CLI::App* train_cmd = app.add_subcommand("train", "Train an SVF expert with REINFORCE on a JSONL task");
   train_cmd->add_option("--model", t->model_dir, "Hugging Face model folder")->required()->envname("T2_MODEL");
-  t->task.add_to(*train_cmd, "--task", "JSONL task file ({\"prompt\", \"answer\", \"split\"?})");
+  t->task.add_to(*train_cmd, "--task", "JSONL task file ({\"prompt\", \"answer\", \"split\"?, \"images\"?})");
   train_cmd->add_option("--out", t->out, "expert folder to write, e.g. experts/NAME")->required();
   train_cmd->add_option("--description", t->description, "what the expert is for");
   train_cmd->add_option("--objective", t->objective,

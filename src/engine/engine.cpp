@@ -25,12 +25,14 @@ const char* to_string(FinishReason reason) {
 }
 
 Engine::Engine(const model::Transformer& model, std::optional<tokenizer::Tokenizer> tokenizer,
-               std::vector<int64_t> eos_token_ids, EngineOptions options, svf::AdapterStore* store)
+               std::vector<int64_t> eos_token_ids, EngineOptions options, svf::AdapterStore* store,
+               const vision::LlavaNext* vision)
     : model_(model),
       tokenizer_(std::move(tokenizer)),
       eos_token_ids_(std::move(eos_token_ids)),
       options_(options),
       store_(store),
+      vision_(vision),
       cache_(model.config(), options.max_sequences + options.scratch_slots,
              options.context_length > 0 ? std::min(options.context_length, model.config().max_position_embeddings)
                                         : model.config().max_position_embeddings,
@@ -64,6 +66,7 @@ SequenceId Engine::add(GenerationRequest request) {
     throw InvalidArgument("adapter", "adapted weights do not match the model's layer count");
   }
   if (!tokenizer_ && !request.stop.empty()) throw InvalidArgument("stop", "stop strings need a tokenizer");
+  check_images(request);
   if (!has_capacity()) throw Error("engine: all " + std::to_string(options_.max_sequences) + " sequence slots are in use");
   const int64_t slot = cache_.allocate();
   const SequenceId id = next_id_++;
@@ -71,9 +74,86 @@ SequenceId Engine::add(GenerationRequest request) {
   std::optional<tokenizer::StreamDecoder> decoder;
   if (tokenizer_) decoder.emplace(*tokenizer_, request.prompt);
   StopStrings stops(request.stop);
-  sequences_.emplace(id, Sequence{id, slot, std::move(request), std::move(sampler), std::move(decoder),
-                                  std::move(stops)});
+  const size_t images = request.images.size();
+  auto& sequence = sequences_.emplace(id, Sequence{id, slot, std::move(request), std::move(sampler), std::move(decoder),
+                                                   std::move(stops)}).first->second;
+  sequence.image_features.resize(images);
   return id;
+}
+
+void Engine::check_images(const GenerationRequest& request) const {
+  if (vision_ == nullptr) {
+    if (!request.images.empty()) throw InvalidArgument("images", "this model does not accept images");
+    return;
+  }
+  // Placeholders must be exactly the images' spans: a stray one would embed as an untrained token.
+  const int64_t placeholder = vision_->image_token_id();
+  const auto n = static_cast<int64_t>(request.prompt.size());
+  int64_t covered = 0;
+  for (const vision::PromptImage& image : request.images) {
+    if (image.offset < covered || image.length <= 0 || image.offset + image.length > n) {
+      throw InvalidArgument("images", "image spans must be in order and inside the prompt");
+    }
+    if (image.length != vision_->feature_count(image.height, image.width)) {
+      throw InvalidArgument("images", "an image of " + std::to_string(image.width) + "x" + std::to_string(image.height) +
+                                          " has " + std::to_string(vision_->feature_count(image.height, image.width)) +
+                                          " features, not " + std::to_string(image.length));
+    }
+    if (!image.pixel_values.defined() || image.pixel_values.dim() != 4 ||
+        image.pixel_values.size(0) != vision_->patch_count(image.height, image.width)) {
+      throw InvalidArgument("images", "pixel values do not match the image processor's tiling for this size");
+    }
+    for (int64_t i = covered; i < image.offset; ++i) {
+      if (request.prompt[static_cast<size_t>(i)] == placeholder) {
+        throw InvalidArgument("prompt", "token " + std::to_string(placeholder) + " is the image placeholder; images are sent as image_url content parts");
+      }
+    }
+    for (int64_t i = image.offset; i < image.offset + image.length; ++i) {
+      if (request.prompt[static_cast<size_t>(i)] != placeholder) throw InvalidArgument("images", "an image span holds other tokens than the placeholder");
+    }
+    covered = image.offset + image.length;
+  }
+  for (int64_t i = covered; i < n; ++i) {
+    if (request.prompt[static_cast<size_t>(i)] == placeholder) {
+      throw InvalidArgument("prompt", "token " + std::to_string(placeholder) + " is the image placeholder; images are sent as image_url content parts");
+    }
+  }
+}
+
+int64_t Engine::encode_images(Sequence& s, int64_t take, int64_t& budget, bool& encoded_any, StepOutput& out) {
+  const std::vector<vision::PromptImage>& images = s.request.images;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const vision::PromptImage& image = images[i];
+    if (image.offset >= s.prefilled + take) break;
+    if (image.offset + image.length <= s.prefilled || s.image_features[i].defined()) continue;
+    const int64_t cost = vision_->encoder_tokens(image.pixel_values.size(0));
+    // One image larger than the whole budget still runs, as the step's first; others wait their turn.
+    if (cost > budget && encoded_any) return std::max<int64_t>(0, image.offset - s.prefilled);
+    s.image_features[i] = vision_->encode(image.pixel_values, image.height, image.width);
+    encoded_any = true;
+    budget -= cost;
+    out.encoder_tokens += cost;
+    take = std::min(take, std::max<int64_t>(budget, 0));
+  }
+  return take;
+}
+
+at::Tensor Engine::chunk_embeddings(Sequence& s, int64_t begin, int64_t count) const {
+  at::Tensor embeddings;
+  const std::vector<vision::PromptImage>& images = s.request.images;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const vision::PromptImage& image = images[i];
+    const int64_t lo = std::max(begin, image.offset), hi = std::min(begin + count, image.offset + image.length);
+    if (lo >= hi) continue;
+    if (!embeddings.defined()) {
+      const auto first = s.request.prompt.begin() + begin;
+      embeddings = model_.embed({first, first + count});
+    }
+    embeddings.narrow(0, lo - begin, hi - lo).copy_(s.image_features[i].narrow(0, lo - image.offset, hi - lo));
+    // The span's last features go into the cache with this chunk.
+    if (hi == image.offset + image.length) s.image_features[i] = at::Tensor();
+  }
+  return embeddings;
 }
 
 SequenceId Engine::score(ScoringRequest request) {
@@ -196,29 +276,16 @@ StepOutput Engine::step() {
   }
   std::vector<int64_t> scratch;  // scoring slots, freed after the step
   plan_scoring(rows, budget, scratch);
-  for (auto& [id, s] : sequences_) {
-    const auto prompt = static_cast<int64_t>(s.request.prompt.size());
-    if (s.prefilled >= prompt) continue;
-    if (budget <= 0) break;
-    const int64_t take = std::min(prompt - s.prefilled, budget);
-    const auto begin = s.request.prompt.begin() + s.prefilled;
-    Row row;
-    row.chunk = {s.slot, {begin, begin + take}, s.prefilled + take == prompt ? 1 : 0};
-    row.adapter = s.request.adapter;
-    row.sequence = &s;
-    rows.push_back(std::move(row));
-    budget -= take;
-  }
-  if (rows.empty()) return out;
-
-  std::vector<model::Chunk> chunks;
-  for (const Row& row : rows) {
-    chunks.push_back(row.chunk);
-    out.tokens_run += static_cast<int64_t>(row.chunk.tokens.size());
-  }
-  out.rows = static_cast<int64_t>(rows.size());
   at::Tensor logits;
   try {
+    plan_prefill(rows, budget, out);  // may run the image encoder
+    if (rows.empty()) return out;
+    std::vector<model::Chunk> chunks;
+    for (const Row& row : rows) {
+      chunks.push_back(row.chunk);
+      out.tokens_run += static_cast<int64_t>(row.chunk.tokens.size());
+    }
+    out.rows = static_cast<int64_t>(rows.size());
     const model::AdapterBatch weights = weights_for(rows, out);
     logits = model_.forward(chunks, cache_, weights);
     // NaN or Inf (broken weights, an adapter that overflows) would be sampled as garbage: fail the step instead.
@@ -247,6 +314,26 @@ StepOutput Engine::step() {
   }
   for (const ScoreEvent& event : out.scores) scorings_.erase(event.request);
   return out;
+}
+
+void Engine::plan_prefill(std::vector<Row>& rows, int64_t& budget, StepOutput& out) {
+  bool encoded_images = false;
+  for (auto& [id, s] : sequences_) {
+    const auto prompt = static_cast<int64_t>(s.request.prompt.size());
+    if (s.prefilled >= prompt) continue;
+    if (budget <= 0) break;
+    int64_t take = std::min(prompt - s.prefilled, budget);
+    if (!s.request.images.empty()) take = encode_images(s, take, budget, encoded_images, out);
+    if (take == 0) break;  // its next image waits for the next step, and so does everyone behind it
+    const auto begin = s.request.prompt.begin() + s.prefilled;
+    Row row;
+    row.chunk = {s.slot, {begin, begin + take}, s.prefilled + take == prompt ? 1 : 0};
+    if (!s.request.images.empty()) row.chunk.embeddings = chunk_embeddings(s, s.prefilled, take);
+    row.adapter = s.request.adapter;
+    row.sequence = &s;
+    rows.push_back(std::move(row));
+    budget -= take;
+  }
 }
 
 model::AdapterBatch Engine::weights_for(const std::vector<Row>& rows, StepOutput& out) {

@@ -67,12 +67,13 @@ void JobHandle::close() {
 }
 
 Scheduler::Scheduler(const model::Transformer& model, tokenizer::Tokenizer tokenizer, std::vector<int64_t> eos_token_ids,
-                     svf::AdapterStore& store, dispatch::Dispatcher& dispatcher, SchedulerOptions options)
+                     svf::AdapterStore& store, dispatch::Dispatcher& dispatcher, SchedulerOptions options,
+                     const vision::LlavaNext* vision)
     : store_(store),
       dispatcher_(dispatcher),
       options_(options),
       engine_(model, std::move(tokenizer), std::move(eos_token_ids),
-              {options.max_batch, options.context, options.max_step_tokens, options.dispatch_slots}, &store),
+              {options.max_batch, options.context, options.max_step_tokens, options.dispatch_slots}, &store, vision),
       kv_cache_bytes_(engine_.kv_cache_bytes()),
       adapter_table_bytes_(engine_.adapter_table_bytes()),
       thread_([this] { loop(); }) {}
@@ -116,6 +117,7 @@ Scheduler::Stats Scheduler::stats() const {
   s.steps = steps_.load();
   s.factored_steps = factored_steps_.load();
   s.step_tokens = step_tokens_.load();
+  s.encoder_tokens = encoder_tokens_.load();
   s.kv_cache_bytes = kv_cache_bytes_;
   s.adapter_table_bytes = adapter_table_bytes_;
   return s;
@@ -161,6 +163,7 @@ void Scheduler::loop() {
       ++steps_;
       if (output.factored) ++factored_steps_;
       step_tokens_ += output.tokens_run;
+      encoder_tokens_ += output.encoder_tokens;
     } catch (const std::exception& e) {
       // A failed step (e.g. out of device memory) ends every job in the engine, not the server.
       log::error(std::string("engine step failed: ") + e.what());

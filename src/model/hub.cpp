@@ -13,6 +13,7 @@
 
 #include "t2/common/errors.hpp"
 #include "t2/common/progress.hpp"
+#include "t2/common/url.hpp"
 
 namespace t2::model {
 namespace {
@@ -20,7 +21,7 @@ namespace {
 // What t2 reads from a model repo; everything else (pytorch .bin, ONNX, ...) stays remote.
 bool wanted(const std::string& file) {
   static const std::regex kWanted(
-      R"((config|generation_config|tokenizer_config|special_tokens_map)\.json|tokenizer\.model|.*\.safetensors|model\.safetensors\.index\.json)");
+      R"((config|generation_config|tokenizer_config|special_tokens_map|tokenizer|preprocessor_config|processor_config)\.json|chat_template\.(json|jinja)|tokenizer\.model|.*\.safetensors|model\.safetensors\.index\.json)");
   return file.find('/') == std::string::npos && std::regex_match(file, kWanted);
 }
 
@@ -60,28 +61,6 @@ struct RemoteFile {
   std::string sha256;  // LFS files
   std::string blob_id;  // git blob sha1 of the others
 };
-
-struct Url {
-  std::string origin;  // scheme://host[:port]
-  std::string scheme;
-  std::string host;
-  std::string path;  // with the query
-};
-
-std::optional<Url> parse_url(const std::string& text) {
-  static const std::regex kUrl(R"(^(https?)://(\[[^\]]+\]|[^/:?#]+)(:[0-9]+)?([/?].*)?$)", std::regex::icase);
-  std::smatch m;
-  if (!std::regex_match(text, m, kUrl)) return std::nullopt;
-  Url u;
-  u.scheme = m[1].str();
-  for (auto& c : u.scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  u.host = m[2].str();
-  for (auto& c : u.host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  u.origin = u.scheme + "://" + u.host + m[3].str();
-  u.path = m[4].matched ? m[4].str() : "/";
-  if (u.path[0] == '?') u.path = "/" + u.path;
-  return u;
-}
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;

@@ -41,6 +41,11 @@ void for_each_setting(ServerConfig& c, Visit&& visit) {
   visit("dispatch_context", c.dispatch_context);
   visit("chat_template", c.chat_template);
   visit("threads", c.threads);
+  visit("max_image_pixels", c.max_image_pixels);
+  visit("max_images_per_request", c.max_images_per_request);
+  visit("image_url_hosts", c.image_url_hosts);
+  visit("max_image_fetch_bytes", c.max_image_fetch_bytes);
+  visit("image_fetch_timeout_s", c.image_fetch_timeout_s);
 }
 
 template <typename T>
@@ -130,6 +135,15 @@ void ServerConfig::validate() const {
   dispatch::parse_label_scoring(label_scoring);
   if (dispatch_context < 16) throw InvalidArgument("dispatch_context", "dispatch_context must be at least 16 tokens");
   if (threads < 0) throw InvalidArgument("threads", "threads must be >= 0 (0: automatic)");
+  if (max_image_pixels < 1) throw InvalidArgument("max_image_pixels", "max_image_pixels must be at least 1");
+  if (max_images_per_request < 0) throw InvalidArgument("max_images_per_request", "max_images_per_request must be >= 0");
+  if (max_image_fetch_bytes < 1) throw InvalidArgument("max_image_fetch_bytes", "max_image_fetch_bytes must be at least 1");
+  if (!(image_fetch_timeout_s > 0)) throw InvalidArgument("image_fetch_timeout_s", "image_fetch_timeout_s must be > 0");
+  for (const auto& host : image_url_hosts) {
+    if (host.empty() || host.find_first_of("/:@ ") != std::string::npos) {
+      throw InvalidArgument("image_url_hosts", "image_url_hosts holds host names (or *), not '" + host + "'");
+    }
+  }
 }
 
 std::vector<std::string> ServerConfig::resolved_api_keys() const {

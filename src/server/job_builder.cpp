@@ -4,6 +4,8 @@
 #include <chrono>
 #include <string>
 
+#include "t2/server/images.hpp"
+
 namespace t2::server {
 namespace {
 
@@ -51,6 +53,7 @@ engine::Job base_job(const ServingContext& ctx, const GenerationFields& f) {
   job.n = f.n;
   job.generation.max_tokens = f.max_tokens;
   job.generation.stop = f.stop;
+  job.generation.ignore_eos = f.ignore_eos;
   job.generation.top_logprobs = std::max(f.logprobs, 0);
   auto& s = job.generation.sampling;
   s.temperature = f.temperature;
@@ -88,7 +91,23 @@ RequestJobs build_chat_jobs(const ServingContext& ctx, const nlohmann::json& bod
   RequestJobs out;
   out.fields = r.fields;
   engine::Job job = base_job(ctx, out.fields);
-  job.prompt = tokenizer::encode_chat(ctx.tokenizer, tokenizer::render_chat(ctx.chat_format, r.messages));
+  std::optional<int64_t> image_token;
+  if (!r.images.empty()) {
+    if (ctx.vision == nullptr || !ctx.image_processor) {
+      throw ApiError::bad_request(r.images.front().param, "the model '" + ctx.model_id + "' does not accept images");
+    }
+    if (static_cast<int64_t>(r.images.size()) > ctx.images.max_images) {
+      throw ApiError::bad_request(r.images.back().param, "at most " + std::to_string(ctx.images.max_images) + " images per request");
+    }
+    image_token = ctx.vision->image_token_id();
+  }
+  std::vector<vision::PromptImage> images;
+  for (const ImagePart& part : r.images) images.push_back(prepare_image(part, ctx.images, *ctx.image_processor));
+  job.prompt = tokenizer::encode_chat(ctx.tokenizer, tokenizer::render_chat(ctx.chat_format, r.messages), image_token);
+  if (!images.empty()) {
+    job.prompt = vision::expand_image_tokens(*ctx.vision, job.prompt, images);
+    job.generation.images = std::move(images);
+  }
   for (const auto& m : r.messages) {
     if (m.role == "user") job.dispatch_text = m.content;  // the latest user turn
   }

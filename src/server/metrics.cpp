@@ -107,6 +107,8 @@ std::string Metrics::render(const engine::Scheduler::Stats& scheduler, const svf
          std::to_string(scheduler.factored_steps));
   single(out, "t2_step_tokens_total", "counter", "Tokens through the model in engine steps (prefill, decode and pass 1).",
          std::to_string(scheduler.step_tokens));
+  single(out, "t2_image_encoder_tokens_total", "counter", "Tokens through the vision encoder (image patches), all steps.",
+         std::to_string(scheduler.encoder_tokens));
   single(out, "t2_kv_cache_bytes", "gauge", "Device memory held by the KV cache.", std::to_string(scheduler.kv_cache_bytes));
   single(out, "t2_adapter_table_bytes", "gauge", "Device memory held by the active adapters' scale rows.",
          std::to_string(scheduler.adapter_table_bytes));

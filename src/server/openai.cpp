@@ -109,6 +109,7 @@ GenerationFields parse_common(const Fields& f) {
     }
   }
   g.user = f.string("user").value_or("");
+  g.ignore_eos = f.boolean("ignore_eos").value_or(false);
   g.expert = f.string("expert");
   g.dispatch = f.string("dispatch");
   if (f.has("mixture")) {
@@ -124,6 +125,23 @@ GenerationFields parse_common(const Fields& f) {
     }
   }
   return g;
+}
+
+// OpenAI's {"type": "image_url", "image_url": {"url": ..., "detail": ...}}; a bare URL string is accepted too.
+std::string image_url_of(const json& part, const std::string& param) {
+  const json empty;
+  const json& image = part.contains("image_url") ? part.at("image_url") : empty;
+  if (image.is_string()) return image.get<std::string>();
+  if (!image.is_object() || !image.contains("url") || !image["url"].is_string()) {
+    throw ApiError::bad_request(param, param + ".image_url must be an object with a 'url' string");
+  }
+  if (image.contains("detail") && !image["detail"].is_null()) {
+    const json& detail = image["detail"];
+    if (!detail.is_string() || (detail != "auto" && detail != "low" && detail != "high")) {
+      throw ApiError::bad_request(param, param + ".image_url.detail must be auto, low or high");
+    }
+  }
+  return image["url"].get<std::string>();
 }
 
 }  // namespace
@@ -209,22 +227,31 @@ ChatRequest parse_chat_request(const json& body) {
     if (!role || (*role != "system" && *role != "user" && *role != "assistant" && *role != "developer")) {
       throw ApiError::bad_request(param + ".role", param + ".role must be system, developer, user or assistant");
     }
-    std::string content;
+    tokenizer::ChatMessage message{*role == "developer" ? "system" : *role, "", 0};
     const json empty;
     const json& c = m.contains("content") ? m.at("content") : empty;
     if (c.is_string()) {
-      content = c.get<std::string>();
+      message.content = c.get<std::string>();
     } else if (c.is_array()) {
+      size_t k = 0;
       for (const auto& part : c) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
-          throw ApiError::bad_request(param + ".content", "only text content parts are supported");
+        const std::string part_param = param + ".content[" + std::to_string(k++) + "]";
+        const std::string type = part.is_object() && part.contains("type") && part["type"].is_string() ? part["type"].get<std::string>() : "";
+        if (type == "text") {
+          if (!part.contains("text") || !part["text"].is_string()) throw ApiError::bad_request(part_param, part_param + ".text must be a string");
+          message.content += part["text"].get<std::string>();
+        } else if (type == "image_url") {
+          if (*role != "user") throw ApiError::bad_request(part_param, part_param + ": only user messages may carry images");
+          r.images.push_back({image_url_of(part, part_param), part_param});
+          ++message.images;
+        } else {
+          throw ApiError::bad_request(part_param, part_param + " has type '" + type + "'; supported content parts are text and image_url");
         }
-        content += part["text"].get<std::string>();
       }
     } else if (!(c.is_null() && *role == "assistant")) {
-      throw ApiError::bad_request(param + ".content", param + ".content must be a string or text parts");
+      throw ApiError::bad_request(param + ".content", param + ".content must be a string or an array of content parts");
     }
-    r.messages.push_back({*role == "developer" ? "system" : *role, content});
+    r.messages.push_back(std::move(message));
   }
   return r;
 }

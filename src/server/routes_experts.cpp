@@ -29,10 +29,14 @@ ApiError not_loaded(const std::string& name) {
 void list_models(const RouteContext& routes, const httplib::Request& req, httplib::Response& res) {
   auto ctx = routes.admit(req, res);
   if (!ctx) return;
-  json data = json::array({{{"id", ctx->model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "t2"}}});
+  // What each model takes as input; experts adapt the language model, so they accept what the base does.
+  const json modalities = ctx->vision != nullptr ? json::array({"text", "image"}) : json::array({"text"});
+  json data = json::array({{{"id", ctx->model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "t2"},
+                            {"input_modalities", modalities}}});
   for (const auto& e : ctx->store.experts()) {
     data.push_back({{"id", e.name}, {"object", "model"}, {"created", 0}, {"owned_by", "t2"}, {"parent", ctx->model_id},
-                    {"root", ctx->model_id}, {"t2", {{"kind", svf::to_string(e.kind)}, {"description", e.description}}}});
+                    {"root", ctx->model_id}, {"input_modalities", modalities},
+                    {"t2", {{"kind", svf::to_string(e.kind)}, {"description", e.description}}}});
   }
   ctx->metrics.count_request("/v1/models", 200, "none");
   send_json(res, 200, {{"object", "list"}, {"data", data}});

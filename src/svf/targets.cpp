@@ -11,7 +11,8 @@ Targets parse_targets(const std::string& text) {
   if (text == "mlp") return Targets::kMlp;
   if (text == "attn") return Targets::kAttn;
   if (text == "all") return Targets::kAll;
-  throw InvalidArgument("targets", "unknown targets '" + text + "' (use mlp, attn or all)");
+  if (text == "none") return Targets::kNone;
+  throw InvalidArgument("targets", "unknown targets '" + text + "' (use mlp, attn, all or none)");
 }
 
 const char* to_string(Targets targets) {
@@ -19,12 +20,14 @@ const char* to_string(Targets targets) {
     case Targets::kMlp: return "mlp";
     case Targets::kAttn: return "attn";
     case Targets::kAll: return "all";
+    case Targets::kNone: return "none";
   }
   return "mlp";
 }
 
 bool covers(Targets targets, model::Projection p) {
   const bool is_mlp = p == model::Projection::kGate || p == model::Projection::kUp || p == model::Projection::kDown;
+  if (targets == Targets::kNone) return false;
   return targets == Targets::kAll || (targets == Targets::kMlp) == is_mlp;
 }
 

@@ -33,6 +33,8 @@ class PromptBuilder {
     prompt_.text += text;
     return *this;
   }
+  // A message's images, then its text, as LLaVA's templates render "<image>\n" per image.
+  PromptBuilder& message(const ChatMessage& m, bool trimmed = false);
   ChatPrompt take() { return std::move(prompt_); }
   ChatPrompt& prompt() { return prompt_; }
 
@@ -58,6 +60,14 @@ std::string trim(const std::string& text) {
   return text.substr(begin, end - begin);
 }
 
+PromptBuilder& PromptBuilder::message(const ChatMessage& m, bool trimmed) {
+  for (int64_t i = 0; i < m.images; ++i) {
+    prompt_.images.push_back(prompt_.text.size());
+    markup("\n");
+  }
+  return content(trimmed ? trim(m.content) : m.content);
+}
+
 std::string system_text(const std::vector<ChatMessage>& messages) {
   std::string text;
   for (const auto& m : messages) {
@@ -81,10 +91,10 @@ ChatPrompt render_llama2(const std::vector<ChatMessage>& messages, bool mistral)
           b.markup("<<SYS>>\n").content(system).markup("\n<</SYS>>\n\n");
         }
       }
-      b.content(m.content).markup(" [/INST]");
+      b.message(m).markup(" [/INST]");
       first_user = false;
     } else if (m.role == "assistant") {
-      b.markup(" ").content(m.content).markup(" </s>");
+      b.markup(" ").message(m).markup(" </s>");
     }
   }
   return b.take();
@@ -151,7 +161,7 @@ ChatPrompt render_chat(ChatFormat format, const std::vector<ChatMessage>& messag
     case ChatFormat::kLlama3:
       // Meta's template trims each message.
       b.markup("<|begin_of_text|>");
-      for (const auto& m : messages) b.markup("<|start_header_id|>").content(m.role).markup("<|end_header_id|>\n\n").content(trim(m.content)).markup("<|eot_id|>");
+      for (const auto& m : messages) b.markup("<|start_header_id|>").content(m.role).markup("<|end_header_id|>\n\n").message(m, /*trimmed=*/true).markup("<|eot_id|>");
       if (add_generation_prompt) b.markup("<|start_header_id|>assistant<|end_header_id|>\n\n");
       return b.take();
     case ChatFormat::kQwen2:
@@ -160,11 +170,11 @@ ChatPrompt render_chat(ChatFormat format, const std::vector<ChatMessage>& messag
       if (format == ChatFormat::kQwen2 && (messages.empty() || messages.front().role != "system")) {
         b.markup("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n");
       }
-      for (const auto& m : messages) b.markup("<|im_start|>").content(m.role).markup("\n").content(m.content).markup("<|im_end|>\n");
+      for (const auto& m : messages) b.markup("<|im_start|>").content(m.role).markup("\n").message(m).markup("<|im_end|>\n");
       if (add_generation_prompt) b.markup("<|im_start|>assistant\n");
       return b.take();
     case ChatFormat::kZephyr:
-      for (const auto& m : messages) b.markup("<|").content(m.role).markup("|>\n").content(m.content).markup("</s>\n");
+      for (const auto& m : messages) b.markup("<|").content(m.role).markup("|>\n").message(m).markup("</s>\n");
       if (add_generation_prompt) b.markup("<|assistant|>\n");
       return b.take();
     case ChatFormat::kPlain:
@@ -172,7 +182,7 @@ ChatPrompt render_chat(ChatFormat format, const std::vector<ChatMessage>& messag
       b.prompt().prepend_bos = true;
       for (const auto& m : messages) {
         const std::string speaker = m.role == "system" ? "System" : m.role == "user" ? "User" : "Assistant";
-        b.markup(speaker + ": ").content(m.content).markup("\n");
+        b.markup(speaker + ": ").message(m).markup("\n");
       }
       if (add_generation_prompt) b.markup("Assistant:");
       return b.take();
@@ -180,9 +190,26 @@ ChatPrompt render_chat(ChatFormat format, const std::vector<ChatMessage>& messag
   return b.take();
 }
 
-std::vector<int64_t> encode_chat(const Tokenizer& tokenizer, const ChatPrompt& prompt) {
-  auto ids = tokenizer.encode_with_specials(prompt.text, prompt.content);
-  if (prompt.prepend_bos && tokenizer.bos_id() >= 0) ids.insert(ids.begin(), tokenizer.bos_id());
+std::vector<int64_t> encode_chat(const Tokenizer& tokenizer, const ChatPrompt& prompt, std::optional<int64_t> image_token) {
+  if (!prompt.images.empty() && !image_token) throw InvalidArgument("messages", "this model does not accept images");
+  std::vector<int64_t> ids;
+  if (prompt.prepend_bos && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+  // The text between images tokenizes on its own: an image token bounds tokens as any special token does.
+  size_t begin = 0;
+  const auto encode_until = [&](size_t end) {
+    std::vector<TextSpan> literal;
+    for (const TextSpan& span : prompt.content) {
+      if (span.begin >= begin && span.end <= end) literal.push_back({span.begin - begin, span.end - begin});
+    }
+    const auto piece = tokenizer.encode_with_specials(prompt.text.substr(begin, end - begin), literal);
+    ids.insert(ids.end(), piece.begin(), piece.end());
+    begin = end;
+  };
+  for (const size_t image : prompt.images) {
+    encode_until(image);
+    ids.push_back(*image_token);
+  }
+  encode_until(prompt.text.size());
   return ids;
 }
 

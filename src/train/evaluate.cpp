@@ -22,9 +22,10 @@ std::pair<double, double> Accuracy::interval() const {
 
 std::vector<Completion> complete(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
                                  const std::shared_ptr<const model::ProjectionSet>& weights,
-                                 const std::vector<std::string>& prompts, const Generation& generation) {
+                                 const std::vector<ModelPrompt>& prompts, const Generation& generation) {
   constexpr int64_t kBatch = 16;
-  engine::Engine engine(model, tokenizer, generation.eos_token_ids, {kBatch, 0});
+  engine::Engine engine(model, tokenizer, generation.eos_token_ids, {kBatch, 0}, nullptr,
+                        generation.vision != nullptr ? &generation.vision->model : nullptr);
   const auto adapter = svf::dense_adapter(weights);
   std::vector<Completion> out(prompts.size());
   std::map<engine::SequenceId, size_t> index;
@@ -32,8 +33,9 @@ std::vector<Completion> complete(const model::Transformer& model, const tokenize
   while (next < prompts.size() || engine.active() > 0) {
     while (next < prompts.size() && engine.has_capacity()) {
       engine::GenerationRequest r;
-      r.prompt = tokenizer.encode(prompts[next], true);
-      out[next].prompt = r.prompt;
+      r.prompt = prompts[next].tokens;
+      r.images = prompts[next].images;
+      out[next].prompt = prompts[next];
       r.sampling.temperature = 0;
       r.max_tokens = generation.max_tokens;
       r.adapter = adapter;
@@ -48,20 +50,22 @@ std::vector<Completion> complete(const model::Transformer& model, const tokenize
   return out;
 }
 
-double base_perplexity(const model::Transformer& model, const std::vector<Completion>& completions) {
+double base_perplexity(const model::Transformer& model, const std::vector<Completion>& completions, const Vision* vision) {
   c10::InferenceMode guard;
   constexpr size_t kBatch = 16;
   double log_likelihood = 0;
   int64_t tokens = 0;
   for (size_t begin = 0; begin < completions.size(); begin += kBatch) {
-    std::vector<std::vector<int64_t>> prompts, continuations;
+    std::vector<ModelPrompt> prompts;
+    std::vector<std::vector<int64_t>> continuations;
     for (size_t i = begin; i < std::min(completions.size(), begin + kBatch); ++i) {
       if (completions[i].tokens.empty()) continue;
       prompts.push_back(completions[i].prompt);
       continuations.push_back(completions[i].tokens);
     }
     if (prompts.empty()) continue;
-    const SequenceScores s = score_completions(model, model.base_projections(), prompts, continuations);
+    const SequenceScores s = score_completions(model, model.base_projections(), prompts, continuations, nullptr,
+                                               vision != nullptr ? &vision->model : nullptr);
     log_likelihood += s.log_likelihood.sum().item<double>();
     tokens += s.tokens;
   }
@@ -79,25 +83,20 @@ Accuracy score(const std::vector<Completion>& completions, const std::vector<Exa
   return a;
 }
 
-std::vector<std::string> prompts_of(const std::vector<Example>& examples) {
-  std::vector<std::string> prompts;
-  for (const auto& e : examples) prompts.push_back(e.prompt);
-  return prompts;
-}
-
 }  // namespace
 
 Accuracy evaluate(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
                   const std::shared_ptr<const model::ProjectionSet>& weights, const std::vector<Example>& examples,
                   RewardKind reward, const Generation& generation) {
-  return score(complete(model, tokenizer, weights, prompts_of(examples), generation), examples, reward);
+  return score(complete(model, tokenizer, weights, model_prompts(tokenizer, examples, generation.vision), generation), examples,
+               reward);
 }
 
 Evaluation evaluate_with_perplexity(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
                                     const std::shared_ptr<const model::ProjectionSet>& weights,
                                     const std::vector<Example>& examples, RewardKind reward, const Generation& generation) {
-  const auto completions = complete(model, tokenizer, weights, prompts_of(examples), generation);
-  return {score(completions, examples, reward), base_perplexity(model, completions)};
+  const auto completions = complete(model, tokenizer, weights, model_prompts(tokenizer, examples, generation.vision), generation);
+  return {score(completions, examples, reward), base_perplexity(model, completions, generation.vision)};
 }
 
 }  // namespace t2::train

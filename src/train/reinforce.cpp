@@ -69,9 +69,18 @@ StepStats Reinforce::apply(const at::Tensor& loss, const at::Tensor& kl) {
 
 StepStats Reinforce::step(const std::vector<std::vector<int64_t>>& prompts,
                           const std::vector<std::vector<int64_t>>& completions, const std::vector<double>& rewards) {
+  std::vector<ModelPrompt> text_prompts;
+  for (const auto& p : prompts) text_prompts.push_back({p, {}});
+  return step(text_prompts, completions, rewards);
+}
+
+StepStats Reinforce::step(const std::vector<ModelPrompt>& prompts, const std::vector<std::vector<int64_t>>& completions,
+                          const std::vector<double>& rewards) {
   const model::ProjectionSet adapted = policy_.compose();
+  const Vision* vision = options_.generation.vision;
   const SequenceScores scores = score_completions(model_, adapted, prompts, completions,
-                                                  options_.kl_coef > 0 ? &model_.base_projections() : nullptr);
+                                                  options_.kl_coef > 0 ? &model_.base_projections() : nullptr,
+                                                  vision != nullptr ? &vision->model : nullptr);
   const at::Tensor r = at::tensor(rewards, at::kFloat).to(scores.log_likelihood.device());
   return apply(-(r * scores.log_likelihood).mean(), scores.kl);
 }
@@ -103,14 +112,16 @@ namespace {
 // Samples one completion per prompt with the current expert (no gradients).
 std::vector<std::vector<int64_t>> sample(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
                                          const std::shared_ptr<const model::ProjectionSet>& weights,
-                                         const std::vector<std::vector<int64_t>>& prompts, const TrainOptions& o,
+                                         const std::vector<ModelPrompt>& prompts, const TrainOptions& o,
                                          uint64_t seed, std::vector<std::string>& texts) {
-  engine::Engine engine(model, tokenizer, o.generation.eos_token_ids, {static_cast<int64_t>(prompts.size()), 0});
+  engine::Engine engine(model, tokenizer, o.generation.eos_token_ids, {static_cast<int64_t>(prompts.size()), 0}, nullptr,
+                        o.generation.vision != nullptr ? &o.generation.vision->model : nullptr);
   const auto adapter = svf::dense_adapter(weights);
   std::vector<engine::SequenceId> ids;
   for (size_t b = 0; b < prompts.size(); ++b) {
     engine::GenerationRequest r;
-    r.prompt = prompts[b];
+    r.prompt = prompts[b].tokens;
+    r.images = prompts[b].images;
     r.sampling.temperature = o.temperature;
     r.sampling.seed = seed + b;
     r.max_tokens = o.generation.max_tokens;
@@ -142,8 +153,8 @@ ObjectiveSteps completion_objective(const model::Transformer& model, const token
                                     const TrainOptions& o) {
   ObjectiveSteps steps;
   steps.step = [&, o](const std::vector<const Example*>& batch, uint64_t seed, StepStats& stats) {
-    std::vector<std::vector<int64_t>> prompts;
-    for (const Example* e : batch) prompts.push_back(tokenizer.encode(e->prompt, true));
+    std::vector<ModelPrompt> prompts;
+    for (const Example* e : batch) prompts.push_back(model_prompt(tokenizer, *e, o.generation.vision));
     std::vector<std::string> texts;
     const auto completions = sample(model, tokenizer, policy.compose_detached(), prompts, o, seed, texts);
     std::vector<double> rewards;
@@ -227,6 +238,10 @@ TrainResult train_svf(const model::Transformer& model, const tokenizer::Tokenize
     auto prefix = prompt.prefix(o.labels.categories);
     setup.emplace(LabelSetup{std::move(prompt), std::move(prefix), dispatch::labels_of(o.labels.categories)});
     for (const auto& e : task.examples) {
+      // Pass 1 classifies the request's text; a classification expert learns from text alone.
+      if (!e.images.empty()) {
+        throw LoadError(task.name + ":" + std::to_string(e.line) + ": --objective labels trains on text; the record has images");
+      }
       if (std::find(setup->labels.begin(), setup->labels.end(), e.answer) == setup->labels.end()) {
         throw LoadError(task.name + ":" + std::to_string(e.line) + ": answer '" + e.answer +
                         "' is not a label (the dispatch targets and \"others\")");

@@ -139,6 +139,18 @@ Task Task::load(const std::filesystem::path& path, RewardKind reward, const std:
       if (!record["label"].is_string()) throw LoadError(where + ": \"label\" must be a string");
       e.label = record["label"].get<std::string>();
     }
+    for (const char* key : {"images", "image"}) {
+      if (!record.contains(key)) continue;
+      const auto& value = record[key];
+      const auto files = value.is_string() ? nlohmann::json::array({value}) : value;
+      if (!files.is_array()) throw LoadError(where + ": \"" + key + "\" must be a file name or a list of them");
+      for (const auto& file : files) {
+        if (!file.is_string()) throw LoadError(where + ": \"" + key + "\" must be a file name or a list of them");
+        const std::filesystem::path image = path.parent_path() / file.get<std::string>();
+        if (!std::filesystem::is_regular_file(image)) throw LoadError(where + ": image " + image.string() + " does not exist");
+        e.images.push_back(image);
+      }
+    }
     if (record.contains("split")) {
       try {
         e.split = parse_split(record["split"].get<std::string>());

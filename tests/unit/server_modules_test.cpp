@@ -11,6 +11,7 @@
 #include "t2/server/metrics.hpp"
 #include "t2/server/openai.hpp"
 #include "t2/tokenizer/chat_template.hpp"
+#include "t2/server/images.hpp"
 
 using nlohmann::json;
 using t2::server::ApiError;
@@ -77,6 +78,56 @@ TEST(OpenAiParsing, ChatContentParts) {
   EXPECT_EQ(r.messages[0].role, "system");
   EXPECT_EQ(r.messages[1].content, "Hi there");
   EXPECT_EQ(r.fields.logprobs, 3);
+}
+
+TEST(OpenAiParsing, ImagePartsKeepTheirOrderAndNameTheirPlace) {
+  const json image = {{"type", "image_url"}, {"image_url", {{"url", "data:image/png;base64,AAAA"}, {"detail", "high"}}}};
+  const auto r = t2::server::parse_chat_request(
+      {{"messages", {{{"role", "user"}, {"content", {{{"type", "text"}, {"text", "Compare "}}, image}}},
+                     {{"role", "assistant"}, {"content", "ok"}},
+                     {{"role", "user"}, {"content", {{{"type", "image_url"}, {"image_url", "https://x/y.png"}}, image}}}}}});
+  ASSERT_EQ(r.images.size(), 3u);
+  EXPECT_EQ(r.images[0].param, "messages[0].content[1]");
+  EXPECT_EQ(r.images[1].url, "https://x/y.png");
+  EXPECT_EQ(r.images[2].param, "messages[2].content[1]");
+  EXPECT_EQ(r.messages[0].images, 1);
+  EXPECT_EQ(r.messages[0].content, "Compare ");
+  EXPECT_EQ(r.messages[1].images, 0);
+  EXPECT_EQ(r.messages[2].images, 2);
+
+  const auto user = [](const json& part) { return json{{"messages", {{{"role", "user"}, {"content", {part}}}}}}; };
+  EXPECT_EQ(param_of(user({{"type", "image_url"}, {"image_url", {{"detail", "high"}}}}), true), "messages[0].content[0]");
+  EXPECT_EQ(param_of(user({{"type", "image_url"}, {"image_url", {{"url", "data:,"}, {"detail", "max"}}}}), true), "messages[0].content[0]");
+  EXPECT_EQ(param_of(user({{"type", "input_audio"}}), true), "messages[0].content[0]");
+  EXPECT_EQ(param_of({{"messages", {{{"role", "system"}, {"content", {image}}}}}}, true), "messages[0].content[0]");
+}
+
+TEST(ImageParts, DataUrlsAreBase64AndRemoteUrlsNeedAnAllowedHost) {
+  using t2::server::ImagePart;
+  EXPECT_EQ(t2::server::decode_base64("aGVsbG8gd29ybGQ="), std::optional<std::string>("hello world"));
+  EXPECT_EQ(t2::server::decode_base64("aGk"), std::optional<std::string>("hi"));
+  EXPECT_EQ(t2::server::decode_base64("a"), std::nullopt);
+  EXPECT_EQ(t2::server::decode_base64("aGk*"), std::nullopt);
+  const t2::server::ImagePolicy policy;
+  EXPECT_EQ(t2::server::image_bytes({"data:image/png;base64,aGk=", "p"}, policy), "hi");
+  const auto refusal = [&](const std::string& url, const t2::server::ImagePolicy& with) {
+    try {
+      t2::server::image_bytes({url, "messages[0].content[2]"}, with);
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400);
+      EXPECT_EQ(e.body()["error"]["param"], "messages[0].content[2]");
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(refusal("data:image/png,rawbytes", policy).find("must be base64"), std::string::npos);
+  EXPECT_NE(refusal("data:image/png;base64,@@@@", policy).find("malformed"), std::string::npos);
+  EXPECT_NE(refusal("http://169.254.169.254/latest/meta-data", policy).find("not fetched by this server"), std::string::npos);
+  t2::server::ImagePolicy allowing = policy;
+  allowing.url_hosts = {"images.example.com"};
+  EXPECT_NE(refusal("http://169.254.169.254/x.png", allowing).find("'169.254.169.254' (not in image_url_hosts)"), std::string::npos);
+  EXPECT_NE(refusal("ftp://images.example.com/x.png", allowing).find("data: URL or an http(s) URL"), std::string::npos);
+  EXPECT_NE(refusal("http://user@169.254.169.254/x.png", allowing).find("data: URL or an http(s) URL"), std::string::npos);
 }
 
 TEST(ServerConfig, FlagsBeatEnvironmentBeatFileBeatDefaults) {
@@ -146,6 +197,31 @@ TEST(ChatTemplates, KnownFamilies) {
   std::ofstream(dir / "tokenizer_config.json") << R"({"chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}"})";
   EXPECT_EQ(t2::tokenizer::detect_chat_format(dir), ChatFormat::kChatML);
   EXPECT_EQ(t2::tokenizer::detect_chat_format(t2::testing::fresh_dir("none")), ChatFormat::kPlain);
+}
+
+TEST(ChatTemplates, ImagesRenderBeforeTheirMessagesTextAsOnePlaceholderEach) {
+  using t2::tokenizer::ChatFormat;
+  t2::tokenizer::ChatMessage user{"user", " What is this? ", 2};
+  const auto llama3 = t2::tokenizer::render_chat(ChatFormat::kLlama3, {user});
+  const std::string head = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n";
+  EXPECT_EQ(llama3.text, head + "\n\nWhat is this?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(llama3.images, (std::vector<size_t>{head.size(), head.size() + 1}));
+  const auto plain = t2::tokenizer::render_chat(ChatFormat::kPlain, {{"user", "hi", 1}});
+  EXPECT_EQ(plain.text, "User: \nhi\nAssistant:");
+  EXPECT_EQ(plain.images, (std::vector<size_t>{6}));
+
+  const auto tok = t2::tokenizer::Tokenizer::load(t2::testing::stories_dir());
+  const int64_t image_token = 511;
+  const auto ids = t2::tokenizer::encode_chat(tok, plain, image_token);
+  // BOS, "User:" and its space, the image, then "\nhi\nAssistant:" tokenized on its own.
+  const auto before = tok.encode("User: ", false);
+  const auto after = tok.encode_with_specials("\nhi\nAssistant:", {{1, 3}});
+  std::vector<int64_t> expected = {tok.bos_id()};
+  expected.insert(expected.end(), before.begin(), before.end());
+  expected.push_back(image_token);
+  expected.insert(expected.end(), after.begin(), after.end());
+  EXPECT_EQ(ids, expected);
+  EXPECT_THROW(t2::tokenizer::encode_chat(tok, plain), t2::InvalidArgument);  // a text model has no image token
 }
 
 TEST(ChatTemplates, SpecialPiecesBecomeControlTokens) {

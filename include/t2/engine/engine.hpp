@@ -25,6 +25,8 @@
 #include "t2/svf/adapter_store.hpp"
 #include "t2/svf/adapter_table.hpp"
 #include "t2/tokenizer/tokenizer.hpp"
+#include "t2/vision/llava_next.hpp"
+#include "t2/vision/prompt_images.hpp"
 
 namespace t2::engine {
 
@@ -35,6 +37,7 @@ using SequenceId = uint64_t;
 
 struct GenerationRequest {
   std::vector<int64_t> prompt;  // at least one token (usually BOS first)
+  std::vector<vision::PromptImage> images;  // in prompt order; needs a vision model
   SamplingParams sampling;
   int64_t max_tokens = 16;
   std::vector<std::string> stop;
@@ -77,6 +80,7 @@ struct StepOutput {
   std::vector<ScoreEvent> scores;
   int64_t rows = 0;           // chunks in the forward
   int64_t tokens_run = 0;     // tokens in the forward
+  int64_t encoder_tokens = 0; // vision-encoder tokens (images encoded this step)
   bool factored = false;      // ran the per-row SVF path
 };
 
@@ -93,11 +97,14 @@ struct EngineOptions {
 
 class Engine {
  public:
-  // `model` and `store` must outlive the engine. Without a tokenizer, events
-  // carry token ids only and stop strings are not available. Without a store,
-  // every step's rows must share one adapter that carries its dense weights.
+  // `model`, `store` and `vision` must outlive the engine. Without a
+  // tokenizer, events carry token ids only and stop strings are not
+  // available. Without a store, every step's rows must share one adapter that
+  // carries its dense weights. Without `vision` (the image encoder of a
+  // vision-language model), requests cannot carry images.
   Engine(const model::Transformer& model, std::optional<tokenizer::Tokenizer> tokenizer,
-         std::vector<int64_t> eos_token_ids, EngineOptions options, svf::AdapterStore* store = nullptr);
+         std::vector<int64_t> eos_token_ids, EngineOptions options, svf::AdapterStore* store = nullptr,
+         const vision::LlavaNext* vision = nullptr);
 
   // Throws InvalidArgument for an empty or too long prompt or bad parameters,
   // and t2::Error when every slot is busy (check has_capacity() first).
@@ -128,6 +135,7 @@ class Engine {
     int64_t prefilled = 0;  // prompt tokens in the cache
     int64_t generated = 0;
     int64_t last_token = -1;
+    std::vector<at::Tensor> image_features;  // per request image, from its encoding until its span is prefilled
   };
   // A continuation head (all but its last token) -> the continuations that share it.
   using Heads = std::map<std::vector<int64_t>, std::vector<size_t>>;
@@ -153,9 +161,18 @@ class Engine {
   };
 
   void plan_scoring(std::vector<Row>& rows, int64_t& budget, std::vector<int64_t>& scratch);
+  // Prompt chunks in admission order within the budget, encoding the images they reach.
+  void plan_prefill(std::vector<Row>& rows, int64_t& budget, StepOutput& out);
   // The weights the rows run with: dense when they share one ready set, else factored.
   model::AdapterBatch weights_for(const std::vector<Row>& rows, StepOutput& out);
   void emit(const std::vector<Row>& rows, const at::Tensor& logits, StepOutput& out);
+  // Encodes the images the next `take` prompt tokens of `s` reach, within the
+  // step's budget; returns how many tokens the chunk may take (it stops before
+  // an image there is no budget left to encode this step).
+  int64_t encode_images(Sequence& s, int64_t take, int64_t& budget, bool& encoded_any, StepOutput& out);
+  // The chunk's input embeddings with its image spans' features in place; undefined when it has none.
+  at::Tensor chunk_embeddings(Sequence& s, int64_t begin, int64_t count) const;
+  void check_images(const GenerationRequest& request) const;
   int64_t free_scratch_slots() const;
   // A slot for scoring work, evicting the least recently used cached prefix if need be; -1 when none.
   int64_t take_scratch_slot();
@@ -168,6 +185,7 @@ class Engine {
   std::vector<int64_t> eos_token_ids_;
   EngineOptions options_;
   svf::AdapterStore* store_;
+  const vision::LlavaNext* vision_;
   model::KVCache cache_;
   std::optional<svf::AdapterTable> table_;
   std::map<SequenceId, Sequence> sequences_;  // in admission order (ids grow)

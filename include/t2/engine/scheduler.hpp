@@ -96,13 +96,15 @@ class Scheduler {
     int64_t steps = 0;
     int64_t factored_steps = 0;  // steps that ran the per-row SVF path
     int64_t step_tokens = 0;     // tokens through the model, all steps
+    int64_t encoder_tokens = 0;  // tokens through the vision encoder, all steps
     int64_t kv_cache_bytes = 0;
     int64_t adapter_table_bytes = 0;
   };
 
-  // All references must outlive the scheduler.
+  // All references (and `vision`, the image encoder of a vision-language model, when given) must outlive the scheduler.
   Scheduler(const model::Transformer& model, tokenizer::Tokenizer tokenizer, std::vector<int64_t> eos_token_ids,
-            svf::AdapterStore& store, dispatch::Dispatcher& dispatcher, SchedulerOptions options);
+            svf::AdapterStore& store, dispatch::Dispatcher& dispatcher, SchedulerOptions options,
+            const vision::LlavaNext* vision = nullptr);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -164,6 +166,7 @@ class Scheduler {
   std::atomic<int64_t> steps_{0};
   std::atomic<int64_t> factored_steps_{0};
   std::atomic<int64_t> step_tokens_{0};
+  std::atomic<int64_t> encoder_tokens_{0};
   std::thread thread_;
 };
 

@@ -11,6 +11,15 @@
 
 namespace t2::server {
 
+// What image content parts may be (vision models); see ServerConfig.
+struct ImagePolicy {
+  int64_t max_pixels = 25'000'000;
+  int64_t max_images = 8;              // per request
+  std::vector<std::string> url_hosts;  // hosts http(s) URLs may name; "*" any; empty: data: URLs only
+  int64_t max_fetch_bytes = 20 << 20;
+  double fetch_timeout_s = 10;
+};
+
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
@@ -43,12 +52,23 @@ struct ServerConfig {
   int64_t dispatch_context = 1024;     // pass 1's token budget (capped by the model's context)
   std::string chat_template = "auto";  // or plain, llama-2, llama-3, chatml, zephyr, mistral
   int threads = 0;  // HTTP worker threads; 0: max_batch + queue_capacity + 8, so waiting requests never block /health
+  // Images (vision models): decoded only below this many pixels (decompression bombs).
+  int64_t max_image_pixels = 25'000'000;
+  int64_t max_images_per_request = 8;
+  // Hosts that http(s) image URLs may name ("*": any). Empty: data: URLs only,
+  // because fetching what a client names lets it probe the server's network.
+  std::vector<std::string> image_url_hosts;
+  int64_t max_image_fetch_bytes = 20 << 20;
+  double image_fetch_timeout_s = 10;
 
   // Applies the fields present in a config file; throws LoadError naming the
   // file and field on a wrong type.
   void apply_file(const std::filesystem::path& path);
   // Applies T2_* variables (T2_HOST, T2_PORT, T2_API_KEY, ...).
   void apply_environment();
+  ImagePolicy image_policy() const {
+    return {max_image_pixels, max_images_per_request, image_url_hosts, max_image_fetch_bytes, image_fetch_timeout_s};
+  }
   // Checks ranges; throws InvalidArgument naming the setting.
   void validate() const;
   // The keys from api_keys and api_key_file (one per line).

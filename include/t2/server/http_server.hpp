@@ -20,6 +20,8 @@
 #include "t2/svf/adapter_store.hpp"
 #include "t2/tokenizer/chat_template.hpp"
 #include "t2/tokenizer/tokenizer.hpp"
+#include "t2/vision/image_processor.hpp"
+#include "t2/vision/llava_next.hpp"
 
 namespace t2::server {
 
@@ -38,6 +40,10 @@ struct ServingContext {
   dispatch::Strategy default_strategy;
   double request_timeout_s;
   std::vector<int64_t> eos_token_ids;
+  // Vision-language models: the image encoder and the images' preprocessing; null for text models.
+  const vision::LlavaNext* vision = nullptr;
+  std::shared_ptr<const vision::ImageProcessor> image_processor;
+  ImagePolicy images;
 };
 
 class AdaptationJobs;  // t2/server/adaptation_jobs.hpp

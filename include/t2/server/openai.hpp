@@ -1,7 +1,7 @@
 // OpenAI's request and response schemas (completions, chat completions,
 // errors), parsed into typed requests with every field checked. t2's
 // extensions: `expert` ("auto" | "none" | a name), `dispatch` (a strategy),
-// `mixture` ({name: weight}), `top_k`.
+// `mixture` ({name: weight}), `top_k`, `ignore_eos` (as vLLM's).
 #pragma once
 
 #include <map>
@@ -54,6 +54,7 @@ struct GenerationFields {
   std::optional<std::string> expert;
   std::optional<std::string> dispatch;
   std::vector<std::pair<std::string, double>> mixture;
+  bool ignore_eos = false;  // vLLM's extension: generate max_tokens whatever the model says (benchmarks)
 };
 
 struct CompletionRequest {
@@ -63,9 +64,16 @@ struct CompletionRequest {
   bool echo = false;
 };
 
+// An image content part ({"type": "image_url"}), in the order the prompt renders them.
+struct ImagePart {
+  std::string url;    // a data: URL, or http(s) (fetched only from allowed hosts)
+  std::string param;  // where it was, e.g. "messages[1].content[0]", for errors
+};
+
 struct ChatRequest {
   GenerationFields fields;
-  std::vector<tokenizer::ChatMessage> messages;
+  std::vector<tokenizer::ChatMessage> messages;  // each counts its images
+  std::vector<ImagePart> images;
 };
 
 // Throw ApiError (400) naming the offending field.

@@ -13,9 +13,10 @@
 
 namespace t2::svf {
 
-enum class Targets { kMlp, kAttn, kAll };
+// kNone: no SVF at all (no SVD at start, no experts): the base model alone.
+enum class Targets { kMlp, kAttn, kAll, kNone };
 
-Targets parse_targets(const std::string& text);  // "mlp" | "attn" | "all"
+Targets parse_targets(const std::string& text);  // "mlp" | "attn" | "all" | "none"
 const char* to_string(Targets targets);
 bool covers(Targets targets, model::Projection projection);
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@ namespace t2::tokenizer {
 struct ChatMessage {
   std::string role;  // "system" | "user" | "assistant"
   std::string content;
+  int64_t images = 0;  // images in the message, rendered before its text
 };
 
 enum class ChatFormat { kPlain, kLlama2, kLlama3, kChatML, kQwen2, kZephyr, kMistral };
@@ -31,12 +33,17 @@ ChatFormat detect_chat_format(const std::filesystem::path& model_dir);
 struct ChatPrompt {
   std::string text;
   std::vector<TextSpan> content;  // the messages' own text inside `text`
+  std::vector<size_t> images;     // where an image token goes in `text` (byte offsets, in order)
   bool prepend_bos = false;       // the format leaves BOS to the tokenizer
 };
 
 // The prompt; with `add_generation_prompt` it ends where the assistant's reply begins.
 ChatPrompt render_chat(ChatFormat format, const std::vector<ChatMessage>& messages, bool add_generation_prompt = true);
 // The prompt's ids: markup may name control tokens, message content may not.
-std::vector<int64_t> encode_chat(const Tokenizer& tokenizer, const ChatPrompt& prompt);
+// Each image becomes one `image_token` (a vision model's placeholder, which
+// the model expands to the image's features); images without one are an
+// InvalidArgument.
+std::vector<int64_t> encode_chat(const Tokenizer& tokenizer, const ChatPrompt& prompt,
+                                 std::optional<int64_t> image_token = std::nullopt);
 
 }  // namespace t2::tokenizer

@@ -9,6 +9,7 @@
 
 #include "t2/model/transformer.hpp"
 #include "t2/tokenizer/tokenizer.hpp"
+#include "t2/train/model_prompt.hpp"
 #include "t2/train/task.hpp"
 
 namespace t2::train {
@@ -24,10 +25,11 @@ struct Accuracy {
 struct Generation {
   int64_t max_tokens = 32;
   std::vector<int64_t> eos_token_ids;
+  const Vision* vision = nullptr;  // vision-language models: what encodes the examples' images
 };
 
 struct Completion {
-  std::vector<int64_t> prompt;  // with BOS
+  ModelPrompt prompt;
   std::vector<int64_t> tokens;
   std::string text;
 };
@@ -35,11 +37,12 @@ struct Completion {
 // Greedy completions of `prompts` (batched).
 std::vector<Completion> complete(const model::Transformer& model, const tokenizer::Tokenizer& tokenizer,
                                  const std::shared_ptr<const model::ProjectionSet>& weights,
-                                 const std::vector<std::string>& prompts, const Generation& generation);
+                                 const std::vector<ModelPrompt>& prompts, const Generation& generation);
 
 // exp(mean negative log-likelihood per token) of the completions under the
-// base model; 1 when they hold no tokens.
-double base_perplexity(const model::Transformer& model, const std::vector<Completion>& completions);
+// base model; 1 when they hold no tokens. `vision` is needed for prompts with images.
+double base_perplexity(const model::Transformer& model, const std::vector<Completion>& completions,
+                       const Vision* vision = nullptr);
 
 struct Evaluation {
   Accuracy accuracy;

@@ -12,6 +12,7 @@
 
 #include "t2/model/transformer.hpp"
 #include "t2/svf/adapter_store.hpp"
+#include "t2/train/model_prompt.hpp"
 
 namespace t2::train {
 
@@ -51,5 +52,9 @@ SequenceScores score_completions(const model::Transformer& model, const model::P
                                  const std::vector<std::vector<int64_t>>& prompts,
                                  const std::vector<std::vector<int64_t>>& completions,
                                  const model::ProjectionSet* kl_base = nullptr);
+// The same for prompts that may hold images, which `vision` encodes.
+SequenceScores score_completions(const model::Transformer& model, const model::ProjectionSet& weights,
+                                 const std::vector<ModelPrompt>& prompts, const std::vector<std::vector<int64_t>>& completions,
+                                 const model::ProjectionSet* kl_base, const vision::LlavaNext* vision);
 
 }  // namespace t2::train

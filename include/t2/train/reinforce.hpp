@@ -100,6 +100,9 @@ class Reinforce {
   // One step on completions (prompt tokens, completion tokens, rewards).
   StepStats step(const std::vector<std::vector<int64_t>>& prompts, const std::vector<std::vector<int64_t>>& completions,
                  const std::vector<double>& rewards);
+  // The same for prompts that may hold images (options.generation.vision encodes them).
+  StepStats step(const std::vector<ModelPrompt>& prompts, const std::vector<std::vector<int64_t>>& completions,
+                 const std::vector<double>& rewards);
   // One step on a loss built by the caller: loss + kl_coef * kl, backward, Adam.
   StepStats apply(const at::Tensor& loss, const at::Tensor& kl);
   Adam& optimizer() { return adam_; }

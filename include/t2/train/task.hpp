@@ -1,5 +1,5 @@
 // Tasks for training and evaluating experts: JSONL records
-// {"prompt", "answer", "split"?, "label"?, ...}, a prompt template and a reward that
+// {"prompt", "answer", "split"?, "label"?, "images"?, ...}, a prompt template and a reward that
 // says whether a completion solves the record.
 #pragma once
 
@@ -31,6 +31,7 @@ struct Example {
   std::string answer;
   Split split = Split::kTrain;
   std::string label;   // optional "label": the expert that should serve it ("others": the base model)
+  std::vector<std::filesystem::path> images;  // optional "images" (or "image"): PNG/JPEG files, relative to the task file
   int line = 0;        // in the JSONL file
 };
 

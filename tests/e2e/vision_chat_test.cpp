@@ -1,0 +1,236 @@
+// Images through the real server (tests/reference/llava_reference.py writes a
+// tiny random LLaVA-NeXT with stories260K's tokenizer, PNG and JPEG files, and
+// HF's processor output for them): a chat with an image generates exactly what
+// the engine generates from HF's pixel values, streamed or not, batched with
+// text requests or alone; every kind of bad image is a 400 naming its content
+// part, and the server stays up.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include <httplib.h>
+
+#include <fstream>
+#include <future>
+#include <sstream>
+
+#include "server_process.hpp"
+#include "support.hpp"
+#include "t2/engine/engine.hpp"
+#include "t2/model/safetensors.hpp"
+#include "t2/model/transformer.hpp"
+#include "t2/server/images.hpp"
+#include "t2/tokenizer/chat_template.hpp"
+#include "t2/vision/llava_next.hpp"
+
+namespace {
+
+using nlohmann::json;
+
+const char* const kQuestion = "What is in the picture?";
+constexpr int kMaxTokens = 12;
+
+std::filesystem::path llava_dir() { return t2::testing::reference_dir() / "llava"; }
+std::filesystem::path served_model() { return llava_dir() / "served"; }
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string base64(const std::string& bytes) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t v = (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8) | static_cast<uint8_t>(bytes[i + 2]);
+    for (int k = 3; k >= 0; --k) out += kAlphabet[(v >> (6 * k)) & 63];
+  }
+  if (i < bytes.size()) {
+    uint32_t v = static_cast<uint8_t>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= static_cast<uint8_t>(bytes[i + 1]) << 8;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < bytes.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+json image_part(const std::string& url) { return {{"type", "image_url"}, {"image_url", {{"url", url}}}}; }
+json data_url_part(const std::string& file, const std::string& mime) {
+  return image_part("data:" + mime + ";base64," + base64(read_file(llava_dir() / "images" / file)));
+}
+
+json image_chat(const json& image, bool stream = false) {
+  return {{"messages", {{{"role", "user"}, {"content", {{{"type", "text"}, {"text", kQuestion}}, image}}}}},
+          {"max_tokens", kMaxTokens}, {"temperature", 0}, {"stream", stream}};
+}
+
+class VisionServer : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!std::filesystem::exists(served_model() / "config.json")) return;
+    server_ = std::make_unique<t2::testing::ServerProcess>(std::vector<std::string>{
+        "--model", served_model().string(), "--experts-dir", t2::testing::fresh_dir("vision-experts").string(),
+        "--max-batch", "4", "--max-step-tokens", "64", "--max-image-pixels", "1000000", "--dispatch-template",
+        std::string(T2_SOURCE_DIR) + "/configs/dispatch/prompt.txt"});
+  }
+  static void TearDownTestSuite() { server_.reset(); }
+  void SetUp() override { ASSERT_TRUE(server_) << "run the llava_reference fixture"; }
+
+  static httplib::Result post(const json& body) {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(60, 0);
+    return c.Post("/v1/chat/completions", body.dump(), "application/json");
+  }
+  static json ok(const json& body) {
+    const auto r = post(body);
+    EXPECT_TRUE(r);
+    if (!r) return json();
+    EXPECT_EQ(r->status, 200) << r->body;
+    return json::parse(r->body);
+  }
+
+  // What the engine generates for the chat from HF's pixel values of `which` ("png" or "jpg").
+  static std::pair<std::string, int64_t> engine_reference(const std::string& which) {
+    c10::InferenceMode guard;
+    const t2::model::Placement cpu;
+    const auto model = t2::model::Transformer::load(served_model(), cpu);
+    const auto vision = t2::vision::LlavaNext::load(served_model(), cpu);
+    const auto tok = t2::tokenizer::Tokenizer::load(served_model());
+    const auto reference = t2::model::SafetensorsFile::open(llava_dir() / "served_pixels.safetensors");
+    const at::Tensor sizes = reference.find("image_sizes_" + which)->to_tensor();
+    t2::vision::PromptImage image;
+    image.pixel_values = reference.find("pixel_values_" + which)->to_tensor().to(at::kFloat);
+    image.height = sizes[0].item<int64_t>();
+    image.width = sizes[1].item<int64_t>();
+    std::vector<t2::vision::PromptImage> images{image};
+    const auto prompt = t2::tokenizer::encode_chat(
+        tok, t2::tokenizer::render_chat(t2::tokenizer::ChatFormat::kPlain, {{"user", kQuestion, 1}}), vision.image_token_id());
+    t2::engine::GenerationRequest request;
+    request.prompt = t2::vision::expand_image_tokens(vision, prompt, images);
+    request.images = std::move(images);
+    request.sampling.temperature = 0;
+    request.max_tokens = kMaxTokens;
+    const auto prompt_tokens = static_cast<int64_t>(request.prompt.size());
+    t2::engine::Engine engine(model, tok, {tok.eos_id()}, {1, 0, 64}, nullptr, &vision);
+    engine.add(std::move(request));
+    std::string text;
+    while (engine.active() > 0) {
+      for (const auto& event : engine.step().tokens) text += event.text;
+    }
+    return {text, prompt_tokens};
+  }
+
+  static std::unique_ptr<t2::testing::ServerProcess> server_;
+};
+std::unique_ptr<t2::testing::ServerProcess> VisionServer::server_;
+
+}  // namespace
+
+TEST_F(VisionServer, PngAndJpegChatsGenerateWhatTheEngineDoesFromHfPixels) {
+  for (const auto& [which, mime] : {std::pair<std::string, std::string>{"png", "image/png"}, {"jpg", "image/jpeg"}}) {
+    const auto [want, prompt_tokens] = engine_reference(which);
+    const json reply = ok(image_chat(data_url_part("photo." + which, mime)));
+    EXPECT_EQ(reply["choices"][0]["message"]["content"], want) << which;
+    EXPECT_EQ(reply["usage"]["prompt_tokens"], prompt_tokens) << which;
+  }
+}
+
+TEST_F(VisionServer, StreamingGivesTheSameText) {
+  const json plain = ok(image_chat(data_url_part("photo.png", "image/png")));
+  const auto r = post(image_chat(data_url_part("photo.png", "image/png"), /*stream=*/true));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string streamed;
+  std::istringstream lines(r->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: {", 0) != 0) continue;
+    const json event = json::parse(line.substr(6));
+    if (!event["choices"].empty() && event["choices"][0]["delta"].contains("content")) {
+      streamed += event["choices"][0]["delta"]["content"].get<std::string>();
+    }
+  }
+  EXPECT_EQ(streamed, plain["choices"][0]["message"]["content"]);
+}
+
+TEST_F(VisionServer, ImageRequestsBatchWithTextRequestsAndKeepTheirAnswers) {
+  const json alone = ok(image_chat(data_url_part("photo.png", "image/png")));
+  const json text_chat = {{"messages", {{{"role", "user"}, {"content", "Tell me a story."}}}}, {"max_tokens", 40}, {"temperature", 0}};
+  const json text_alone = ok(text_chat);
+  // Three text streams and an image request at once, in a 64-token step budget:
+  // the image's encoder work and prefill share steps with the text decodes.
+  std::vector<std::future<json>> texts;
+  for (int i = 0; i < 3; ++i) texts.push_back(std::async(std::launch::async, [&] { return ok(text_chat); }));
+  const json image = ok(image_chat(data_url_part("photo.png", "image/png")));
+  EXPECT_EQ(image["choices"][0]["message"]["content"], alone["choices"][0]["message"]["content"]);
+  for (auto& t : texts) EXPECT_EQ(t.get()["choices"][0]["message"]["content"], text_alone["choices"][0]["message"]["content"]);
+}
+
+TEST_F(VisionServer, TheImageChangesTheAnswer) {
+  const auto first_logprob = [&](const json& content) {
+    json body = {{"messages", {{{"role", "user"}, {"content", content}}}}, {"max_tokens", 1}, {"logprobs", true}, {"temperature", 0}};
+    return ok(body)["choices"][0]["logprobs"]["content"][0]["logprob"].get<double>();
+  };
+  const json text = {{"type", "text"}, {"text", kQuestion}};
+  const double png = first_logprob({text, data_url_part("photo.png", "image/png")});
+  const double jpg = first_logprob({text, data_url_part("photo.jpg", "image/jpeg")});
+  const double none = first_logprob({text});
+  EXPECT_NE(png, jpg);
+  EXPECT_NE(png, none);
+}
+
+TEST_F(VisionServer, ModelsListSaysItTakesImages) {
+  httplib::Client c("127.0.0.1", server_->port());
+  const auto r = c.Get("/v1/models");
+  ASSERT_TRUE(r);
+  const json models = json::parse(r->body);
+  EXPECT_EQ(models["data"][0]["input_modalities"], json::array({"text", "image"}));
+}
+
+TEST_F(VisionServer, EveryBadImageIsA400NamingItsPartAndTheServerStaysUp) {
+  const std::string png = read_file(llava_dir() / "images" / "photo.png");
+  const std::string jpg = read_file(llava_dir() / "images" / "photo.jpg");
+  const std::vector<std::pair<json, std::string>> cases = {
+      {image_part("data:image/png;base64," + base64(png.substr(0, png.size() / 2))), "PNG"},
+      {image_part("data:image/jpeg;base64," + base64(jpg.substr(0, jpg.size() / 2))), "JPEG"},
+      {image_part("data:image/png;base64," + base64("GIF89a" + std::string(64, '\0'))), "GIF"},
+      {image_part("data:image/png;base64," + base64(std::string(200, 'x'))), "not a PNG or JPEG"},
+      {data_url_part("bomb.png", "image/png"), "limit"},
+      {image_part("data:image/png;base64,!!!!"), "base64"},
+      {image_part("data:image/png,raw"), "base64"},
+      {image_part("http://169.254.169.254/latest/meta-data/"), "not fetched"},
+      {image_part("file:///etc/passwd"), "not fetched"},
+  };
+  for (const auto& [part, expected] : cases) {
+    const auto r = post(image_chat(part));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << r->body;
+    const json error = json::parse(r->body)["error"];
+    EXPECT_EQ(error["param"], "messages[0].content[1]") << r->body;
+    EXPECT_NE(error["message"].get<std::string>().find(expected), std::string::npos) << r->body;
+  }
+  httplib::Client c("127.0.0.1", server_->port());
+  const auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_FALSE(ok(image_chat(data_url_part("photo.png", "image/png")))["choices"][0]["message"]["content"].get<std::string>().empty());
+}
+
+TEST(VisionRefusals, ATextModelRefusesImages) {
+  T2_REQUIRE_PATH(t2::testing::stories_dir());
+  t2::testing::ServerProcess server({"--model", t2::testing::stories_dir().string(), "--experts-dir",
+                                     t2::testing::fresh_dir("text-experts").string(), "--dispatch-template",
+                                     std::string(T2_SOURCE_DIR) + "/configs/dispatch/prompt.txt"});
+  httplib::Client c("127.0.0.1", server.port());
+  const auto r = c.Post("/v1/chat/completions", image_chat(image_part("data:image/png;base64,AAAA")).dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("does not accept images"), std::string::npos) << r->body;
+  const auto models = c.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["input_modalities"], json::array({"text"}));
+}
