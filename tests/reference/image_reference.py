@@ -79,7 +79,7 @@ def chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def png_bytes(pixels, color_type, bit_depth, interlaced=False):
+def png_bytes(pixels, color_type, bit_depth, interlaced=False, trns=None):
     """A PNG writer for what Pillow cannot write: 16-bit color and Adam7 interlacing."""
     h, w = pixels.shape[:2]
     samples = pixels.reshape(h, w, -1).astype(">u2" if bit_depth == 16 else np.uint8)
@@ -91,7 +91,9 @@ def png_bytes(pixels, color_type, bit_depth, interlaced=False):
             continue
         raw += b"".join(b"\0" + row.tobytes() for row in sub)
     ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 1 if interlaced else 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    trns_chunk = chunk(b"tRNS", trns) if trns is not None else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + trns_chunk + chunk(b"IDAT", zlib.compress(raw)) +
+            chunk(b"IEND", b""))
 
 
 def encode(img, fmt, **kwargs):
@@ -103,7 +105,7 @@ def encode(img, fmt, **kwargs):
 def test_images():
     """name -> encoded bytes."""
     images = {}
-    for w, h in [(40, 30), (336, 336), (500, 375), (375, 500), (1000, 200), (100, 700)]:
+    for w, h in [(40, 30), (336, 336), (500, 375), (375, 500), (1000, 200), (100, 700), (7, 300)]:
         images[f"rgb_{w}x{h}.png"] = encode(Image.fromarray(pattern(h, w, 3, seed=w * h)), "PNG")
     images["rgba_120x90.png"] = encode(Image.fromarray(pattern(90, 120, 4, seed=1), "RGBA"), "PNG")
     images["la_64x48.png"] = encode(Image.fromarray(pattern(48, 64, 2, seed=2), "LA"), "PNG")
@@ -113,6 +115,7 @@ def test_images():
     images["palette_80x60.png"] = encode(palette_src.quantize(64), "PNG")
     alpha = bytes(np.linspace(0, 255, 64).astype(np.uint8))  # tRNS: one alpha per palette entry
     images["palette_trns_80x60.png"] = encode(palette_src.quantize(64), "PNG", transparency=alpha)
+    images["palette4_30x20.png"] = encode(Image.fromarray(pattern(20, 30, 3, seed=16)).quantize(16), "PNG", bits=4)
     images["gray_trns_50x70.png"] = encode(Image.fromarray(pattern(70, 50, 1, seed=3)[..., 0], "L"), "PNG",
                                            transparency=100)
     images["rgb16_60x40.png"] = png_bytes(pattern(40, 60, 3, seed=6, maximum=65535), 2, 16)
@@ -121,6 +124,7 @@ def test_images():
     gray16 = pattern(45, 30, 1, seed=8, maximum=65535)[..., 0]
     gray16[::2] //= 256
     images["gray16_30x45.png"] = png_bytes(gray16, 0, 16)
+    images["gray16_trns_30x45.png"] = png_bytes(gray16, 0, 16, trns=struct.pack(">H", int(gray16[0, 0])))
     images["interlaced_rgb_77x51.png"] = png_bytes(pattern(51, 77, 3, seed=9), 2, 8, interlaced=True)
     images["interlaced_rgba16_13x9.png"] = png_bytes(pattern(9, 13, 4, seed=10, maximum=65535), 6, 16, interlaced=True)
 
