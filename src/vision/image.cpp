@@ -8,7 +8,7 @@
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
-#include <memory>
+#include <new>
 #include <string>
 
 #include <jpeglib.h>

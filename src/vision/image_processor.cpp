@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "t2/common/errors.hpp"
@@ -157,7 +158,7 @@ std::pair<int64_t, int64_t> select_best_resolution(int64_t height, int64_t width
                                                    const std::vector<std::pair<int64_t, int64_t>>& pinpoints) {
   std::pair<int64_t, int64_t> best{0, 0};
   int64_t max_effective = 0;
-  int64_t min_wasted = INT64_MAX;
+  int64_t min_wasted = std::numeric_limits<int64_t>::max();
   for (const auto& [h, w] : pinpoints) {
     const double scale = std::min(static_cast<double>(w) / static_cast<double>(width),
                                   static_cast<double>(h) / static_cast<double>(height));
