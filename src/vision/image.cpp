@@ -108,11 +108,8 @@ bool png_read_header(png_structp png, png_infop info, PngState& state) {
   if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
   if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
   if (depth == 16) {
-    if (color == PNG_COLOR_TYPE_GRAY) {
-      png_set_swap(png);  // host-order uint16 samples
-    } else {
-      png_set_strip_16(png);  // the high byte, as Pillow's ;16B raw modes
-    }
+    // 16-bit gray stays big-endian 16-bit; the rest keep the high byte, as Pillow's ;16B raw modes.
+    if (color != PNG_COLOR_TYPE_GRAY) png_set_strip_16(png);
   }
   png_set_interlace_handling(png);
   png_read_update_info(png, info);
@@ -170,10 +167,10 @@ Image decode_png(std::string_view bytes, const DecodeLimits& limits) {
   if (depth == 16) {
     // 16-bit gray (with tRNS: plus 16-bit alpha). Pillow opens it as I;16 and its
     // conversion to RGB clamps each sample to 255 instead of scaling it.
-    const auto* in = reinterpret_cast<const uint16_t*>(raw.data());
+    const auto sample = [&](size_t i) { return static_cast<uint32_t>(raw[i * 2] << 8 | raw[i * 2 + 1]); };
     for (size_t i = 0; i < n; ++i) {
-      const uint32_t v = std::min<uint32_t>(in[i * channels], 255);
-      const uint8_t g = channels == 2 ? over_white(v, in[i * 2 + 1] >> 8) : static_cast<uint8_t>(v);
+      const uint32_t v = std::min<uint32_t>(sample(i * channels), 255);
+      const uint8_t g = channels == 2 ? over_white(v, sample(i * 2 + 1) >> 8) : static_cast<uint8_t>(v);
       out[i * 3] = out[i * 3 + 1] = out[i * 3 + 2] = g;
     }
     return image;
