@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs t2's dependencies on a Debian 12 machine and builds it into build/.
 #   Debian packages: the C++ libraries (cpp-httplib, nlohmann-json, spdlog,
-#   sentencepiece, GoogleTest, CLI11, PCRE2 and ICU for tokenizer.json) and the toolchain.
+#   sentencepiece, GoogleTest, CLI11, PCRE2 and ICU for tokenizer.json, libpng and
+#   libjpeg for images) and the toolchain.
 #   PyPI (requirements.txt): torch, whose wheel carries libtorch, and the
 #   Python packages the tests use as reference and client.
 # Safe to rerun: installed packages and a configured build are reused.
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config python3-pip libsentencepiece-dev libspdlog-dev libfmt-dev
           nlohmann-json3-dev libcpp-httplib-dev libssl-dev libgtest-dev libgmock-dev libcli11-dev
-          libpcre2-dev libicu-dev)
+          libpcre2-dev libicu-dev libpng-dev libjpeg-dev)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
