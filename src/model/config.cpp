@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -70,10 +71,51 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& source) {
   return scaling;
 }
 
+// A LLaVA-NeXT text_config as a causal LM's config.json: the architecture
+// from its model_type (transformers' default text_config is a LlamaConfig) and
+// that config class's defaults for the fields it leaves out.
+json llava_next_text_config(const json& j, const std::string& source) {
+  json text = j.contains("text_config") && !j["text_config"].is_null() ? j["text_config"] : json::object();
+  if (!text.is_object()) throw LoadError(source + ": text_config must be an object");
+  const std::string model_type = value_or<std::string>(text, "model_type", "llama", source);
+  json defaults = {{"hidden_size", 4096}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
+                   {"vocab_size", 32000}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0}};
+  if (model_type == "llama") {
+    defaults.update({{"architectures", {"LlamaForCausalLM"}}, {"intermediate_size", 11008}, {"max_position_embeddings", 2048}});
+  } else if (model_type == "mistral") {
+    defaults.update({{"architectures", {"MistralForCausalLM"}}, {"intermediate_size", 14336}, {"num_key_value_heads", 8},
+                     {"max_position_embeddings", 4096 * 32}, {"sliding_window", 4096}});
+  } else if (model_type == "qwen2") {
+    defaults.update({{"architectures", {"Qwen2ForCausalLM"}}, {"intermediate_size", 22016}, {"vocab_size", 151936},
+                     {"max_position_embeddings", 32768}});
+  } else {
+    throw LoadError(source + ": unsupported text_config model_type '" + model_type + "' (supported: llama, mistral, qwen2)");
+  }
+  for (const auto& [key, value] : defaults.items()) {
+    if (!text.contains(key)) text[key] = value;
+  }
+  // The composite model decides whether its head is tied (LlavaNextConfig.tie_word_embeddings, default false).
+  text["tie_word_embeddings"] = value_or<bool>(j, "tie_word_embeddings", false, source);
+  if (!text.contains("torch_dtype") && !text.contains("dtype")) {
+    text["dtype"] = value_or<std::string>(j, "torch_dtype", value_or<std::string>(j, "dtype", "float32", source), source);
+  }
+  return text;
+}
+
 }  // namespace
+
+bool is_llava_next_config(const json& j) {
+  if (!j.is_object()) return false;
+  if (const auto type = j.find("model_type"); type != j.end() && type->is_string() && *type == "llava_next") return true;
+  const auto archs = j.find("architectures");
+  if (archs == j.end() || !archs->is_array()) return false;
+  return std::any_of(archs->begin(), archs->end(),
+                     [](const json& a) { return a.is_string() && a == "LlavaNextForConditionalGeneration"; });
+}
 
 ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
   if (!j.is_object()) throw LoadError(source + ": config must be a JSON object");
+  if (is_llava_next_config(j)) return from_json(llava_next_text_config(j, source), source + " (text_config)");
   ModelConfig c;
   const auto archs = j.find("architectures");
   if (archs == j.end() || !archs->is_array() || archs->empty() || !(*archs)[0].is_string()) {

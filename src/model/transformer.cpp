@@ -76,6 +76,29 @@ at::Tensor Transformer::rms_norm(const at::Tensor& x, const at::Tensor& weight) 
   return at::rms_norm(x, {config_.hidden_size}, weight, config_.rms_norm_eps);
 }
 
+at::Tensor Transformer::embed(const std::vector<int64_t>& tokens) const {
+  for (const int64_t token : tokens) {
+    if (token < 0 || token >= config_.vocab_size) {
+      throw InvalidArgument("tokens", "token id " + std::to_string(token) + " is outside the vocabulary of " +
+                                          std::to_string(config_.vocab_size));
+    }
+  }
+  const at::Tensor ids = at::tensor(tokens, at::TensorOptions().dtype(at::kLong)).to(placement_.device);
+  return at::embedding(weights_.embed_tokens, ids);
+}
+
+void Transformer::check_embeddings(const at::Tensor& embeddings, int64_t rows) const {
+  if (embeddings.dim() != 2 || embeddings.size(0) != rows || embeddings.size(1) != config_.hidden_size) {
+    throw InvalidArgument("embeddings", "expected [" + std::to_string(rows) + ", " + std::to_string(config_.hidden_size) +
+                                            "] embeddings, got " + c10::str(embeddings.sizes()));
+  }
+  if (embeddings.scalar_type() != placement_.dtype || embeddings.device() != placement_.device) {
+    throw InvalidArgument("embeddings", "embeddings must be " + std::string(c10::toString(placement_.dtype)) + " on " +
+                                            placement_.device.str() + ", got " + c10::toString(embeddings.scalar_type()) +
+                                            " on " + embeddings.device().str());
+  }
+}
+
 namespace {
 
 at::Tensor rotate_half(const at::Tensor& x) {
@@ -215,6 +238,7 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
     for (size_t other = 0; other < starts.size(); ++other) {
       if (chunks[other].slot == chunk.slot) throw InvalidArgument("chunks", "two chunks write the same cache slot");
     }
+    if (chunk.embeddings.defined()) check_embeddings(chunk.embeddings, n);
     starts.push_back(start);
     offsets.push_back(N);
     N += n;
@@ -297,8 +321,20 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
     attn.groups.push_back(std::move(g));
   }
 
-  const at::Tensor hidden =
-      decode_layers(at::embedding(weights_.embed_tokens, to_device(token_ids)), attn, adapters, &cache);
+  const at::Tensor token_embeddings = at::embedding(weights_.embed_tokens, to_device(token_ids));
+  const bool any_given = std::any_of(chunks.begin(), chunks.end(), [](const Chunk& c) { return c.embeddings.defined(); });
+  at::Tensor inputs = token_embeddings;
+  if (any_given) {
+    std::vector<at::Tensor> pieces;
+    for (int64_t b = 0; b < B; ++b) {
+      const Chunk& chunk = chunks[static_cast<size_t>(b)];
+      pieces.push_back(chunk.embeddings.defined()
+                           ? chunk.embeddings
+                           : token_embeddings.narrow(0, offsets[static_cast<size_t>(b)], static_cast<int64_t>(chunk.tokens.size())));
+    }
+    inputs = at::cat(pieces, 0);
+  }
+  const at::Tensor hidden = decode_layers(inputs, attn, adapters, &cache);
   for (int64_t b = 0; b < B; ++b) cache.advance(chunks[static_cast<size_t>(b)].slot, static_cast<int64_t>(chunks[static_cast<size_t>(b)].tokens.size()));
   const auto out_dtype = at::promote_types(placement_.dtype, at::kFloat);
   if (logit_rows.empty()) return at::empty({0, config_.vocab_size}, hidden.options().dtype(out_dtype));
@@ -307,7 +343,7 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
 }
 
 at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector<int64_t>& lengths,
-                                     const ProjectionSet& projections) const {
+                                     const ProjectionSet& projections, const at::Tensor& embeddings) const {
   if (tokens.dim() != 2 || static_cast<int64_t>(lengths.size()) != tokens.size(0)) {
     throw InvalidArgument("tokens", "forward_full needs tokens [B, T] and one length per row");
   }
@@ -332,8 +368,17 @@ at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector
                                        T, T, config_.sliding_window),
                         config_.num_heads / config_.num_kv_heads);
   attn.groups.push_back(std::move(g));
-  const at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, tokens.to(placement_.device).reshape({-1})),
-                                          attn, projections, nullptr);
+  at::Tensor inputs;
+  if (embeddings.defined()) {
+    if (embeddings.dim() != 3 || embeddings.size(0) != B || embeddings.size(1) != T) {
+      throw InvalidArgument("embeddings", "forward_full needs embeddings [B, T, hidden] matching tokens [B, T]");
+    }
+    inputs = embeddings.reshape({B * T, -1});
+    check_embeddings(inputs, B * T);
+  } else {
+    inputs = at::embedding(weights_.embed_tokens, tokens.to(placement_.device).reshape({-1}));
+  }
+  const at::Tensor hidden = decode_layers(inputs, attn, projections, nullptr);
   return at::linear(rms_norm(hidden, weights_.final_norm), weights_.lm_head)
       .to(at::promote_types(placement_.dtype, at::kFloat))
       .view({B, T, -1});

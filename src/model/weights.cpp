@@ -4,28 +4,15 @@
 
 #include <limits>
 
-#include <algorithm>
-#include <cstdlib>
-#include <cstdio>
 #include <fstream>
-#include <map>
 
 #include <c10/core/impl/VirtualGuardImpl.h>
-#include <nlohmann/json.hpp>
 
 #include "t2/common/errors.hpp"
-#include "t2/model/safetensors.hpp"
+#include "t2/model/checkpoint.hpp"
 
 namespace t2::model {
 namespace {
-
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
 
 bool has_bias(const ModelConfig& c, Projection p) {
   switch (p) {
@@ -40,134 +27,24 @@ bool has_bias(const ModelConfig& c, Projection p) {
   }
 }
 
-std::string bias_name(int64_t layer, Projection p) {
-  return layer_prefix(layer) + projection_module(p) + ".bias";
-}
-
-// The safetensors files of a model folder, and which file holds which tensor.
-class Checkpoint {
- public:
-  explicit Checkpoint(const std::filesystem::path& dir) {
-    const auto index_path = dir / "model.safetensors.index.json";
-    const auto single_path = dir / "model.safetensors";
-    if (std::filesystem::exists(index_path)) {
-      std::ifstream in(index_path);
-      nlohmann::json index;
-      try {
-        index = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        throw LoadError(index_path.string() + ": invalid JSON: " + e.what());
-      }
-      if (!index.contains("weight_map") || !index["weight_map"].is_object()) {
-        throw LoadError(index_path.string() + ": missing 'weight_map'");
-      }
-      std::map<std::string, size_t> file_ids;
-      for (const auto& [tensor, file] : index["weight_map"].items()) {
-        if (!file.is_string()) throw LoadError(index_path.string() + ": weight_map['" + tensor + "'] is not a file name");
-        const auto name = file.get<std::string>();
-        if (name.find('/') != std::string::npos) throw LoadError(index_path.string() + ": shard '" + name + "' is outside the folder");
-        auto [it, inserted] = file_ids.emplace(name, files_.size());
-        if (inserted) files_.push_back(SafetensorsFile::open(dir / name));
-        owner_[tensor] = it->second;
-      }
-      source_ = index_path.string();
-    } else if (std::filesystem::exists(single_path)) {
-      files_.push_back(SafetensorsFile::open(single_path));
-      for (const auto& [name, view] : files_[0].tensors()) owner_[name] = 0;
-      source_ = single_path.string();
-    } else {
-      throw LoadError(dir.string() + ": no model.safetensors or model.safetensors.index.json");
-    }
-  }
-
-  // 64-bit FNV-1a over each tensor's name, dtype, shape and a sample of its
-  // bytes (head, tail and one 4 KiB block per MiB): any re-training changes it,
-  // and it costs milliseconds even for an 8B model.
-  std::string fingerprint() const {
-    uint64_t h = 1469598103934665603ull;
-    const auto mix = [&h](const void* data, size_t n) {
-      const auto* p = static_cast<const unsigned char*>(data);
-      for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-    };
-    for (const auto& [name, file_index] : owner_) {
-      const TensorView* view = files_[file_index].find(name);
-      if (view == nullptr) continue;
-      mix(name.data(), name.size());
-      const int dtype = static_cast<int>(view->dtype);
-      mix(&dtype, sizeof dtype);
-      mix(view->shape.data(), view->shape.size() * sizeof(int64_t));
-      constexpr size_t kBlock = 4096, kStride = 1 << 20;
-      for (size_t offset = 0; offset < view->nbytes; offset += kStride) {
-        mix(view->data + offset, std::min(kBlock, view->nbytes - offset));
-      }
-      if (view->nbytes > kBlock) mix(view->data + view->nbytes - kBlock, kBlock);
-    }
-    char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-    return hex;
-  }
-
-  // The tensor, checked for shape, converted to the placement.
-  at::Tensor read(const std::string& name, const std::vector<int64_t>& shape, const Placement& placement) const {
-    const auto it = owner_.find(name);
-    if (it == owner_.end()) throw LoadError(source_ + ": missing tensor '" + name + "'");
-    const SafetensorsFile& file = files_[it->second];
-    const TensorView* view = file.find(name);
-    if (view == nullptr) throw LoadError(file.path().string() + ": missing tensor '" + name + "' (listed in the index)");
-    if (view->shape != shape) {
-      throw LoadError(file.path().string() + ": tensor '" + name + "' has shape " + shape_string(view->shape) +
-                      ", expected " + shape_string(shape));
-    }
-    if (!at::isFloatingType(view->dtype)) {
-      throw LoadError(file.path().string() + ": tensor '" + name + "' has non-float dtype " + c10::toString(view->dtype));
-    }
-    // from_blob + to() copies once, straight into the target device and dtype.
-    const at::Tensor mapped = at::from_blob(const_cast<std::byte*>(view->data), view->shape,
-                                            at::TensorOptions().dtype(view->dtype));
-    at::Tensor tensor = mapped.to(placement.device, placement.dtype, /*non_blocking=*/false, /*copy=*/true);
-    // Checked after the conversion: a float32 value past the target dtype's range becomes Inf there.
-    if (!at::isfinite(tensor).all().item<bool>()) {
-      throw LoadError(file.path().string() + ": tensor '" + name + "' holds NaN or infinite values");
-    }
-    return tensor;
-  }
-
-  // The checkpoint's layers (model.layers.N.*) must be exactly the config's: a
-  // layer the config leaves out would be silently skipped.
-  void check_layer_count(int64_t num_layers) const {
-    static const std::string kPrefix = "model.layers.";
-    for (const auto& [name, file] : owner_) {
-      if (name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
-      const int64_t layer = std::atoll(name.c_str() + kPrefix.size());
-      if (layer >= num_layers) {
-        throw LoadError(source_ + ": holds tensor '" + name + "' but config.json says num_hidden_layers = " +
-                        std::to_string(num_layers));
-      }
-    }
-  }
-
- private:
-  std::vector<SafetensorsFile> files_;
-  std::map<std::string, size_t> owner_;
-  std::string source_;
-};
-
 template <typename Read>
-ModelWeights assemble(const ModelConfig& c, Read&& read) {
+ModelWeights assemble(const ModelConfig& c, const TextWeightNames& names, Read&& read) {
   ModelWeights w;
   const int64_t h = c.hidden_size;
-  w.embed_tokens = read("model.embed_tokens.weight", std::vector<int64_t>{c.vocab_size, h});
-  w.final_norm = read("model.norm.weight", std::vector<int64_t>{h});
-  w.lm_head = c.tie_word_embeddings ? w.embed_tokens : read("lm_head.weight", std::vector<int64_t>{c.vocab_size, h});
+  w.embed_tokens = read(names.prefix + "embed_tokens.weight", std::vector<int64_t>{c.vocab_size, h});
+  w.final_norm = read(names.prefix + "norm.weight", std::vector<int64_t>{h});
+  w.lm_head = c.tie_word_embeddings ? w.embed_tokens : read(names.lm_head, std::vector<int64_t>{c.vocab_size, h});
   w.projections = ProjectionSet(c.num_layers);
   for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string layer_prefix = names.layer_prefix(l);
     LayerWeights layer;
-    layer.input_norm = read(layer_prefix(l) + "input_layernorm.weight", std::vector<int64_t>{h});
-    layer.post_attention_norm = read(layer_prefix(l) + "post_attention_layernorm.weight", std::vector<int64_t>{h});
+    layer.input_norm = read(layer_prefix + "input_layernorm.weight", std::vector<int64_t>{h});
+    layer.post_attention_norm = read(layer_prefix + "post_attention_layernorm.weight", std::vector<int64_t>{h});
     for (const Projection p : kAllProjections) {
       const auto shape = projection_shape(c, p);
-      w.projections.set(l, p, read(projection_weight_name(l, p), std::vector<int64_t>{shape[0], shape[1]}));
-      if (has_bias(c, p)) layer.bias[static_cast<size_t>(p)] = read(bias_name(l, p), std::vector<int64_t>{shape[0]});
+      const std::string module = layer_prefix + projection_module(p);
+      w.projections.set(l, p, read(module + ".weight", std::vector<int64_t>{shape[0], shape[1]}));
+      if (has_bias(c, p)) layer.bias[static_cast<size_t>(p)] = read(module + ".bias", std::vector<int64_t>{shape[0]});
     }
     w.layers.push_back(std::move(layer));
   }
@@ -190,7 +67,23 @@ const char* projection_module(Projection p) {
 }
 
 std::string projection_weight_name(int64_t layer, Projection p) {
-  return layer_prefix(layer) + projection_module(p) + ".weight";
+  return TextWeightNames{}.layer_prefix(layer) + projection_module(p) + ".weight";
+}
+
+std::string TextWeightNames::layer_prefix(int64_t layer) const { return prefix + "layers." + std::to_string(layer) + "."; }
+
+TextWeightNames TextWeightNames::detect(const Checkpoint& checkpoint) {
+  TextWeightNames names;
+  const std::optional<std::string> prefix = checkpoint.prefix_of("embed_tokens.weight");
+  if (!prefix) return names;
+  names.prefix = *prefix;
+  // A nested causal LM ("language_model.model.") keeps its head beside its body ("language_model.lm_head.weight").
+  const std::string body = "model.";
+  const bool nested = prefix->size() > body.size() && prefix->compare(prefix->size() - body.size(), body.size(), body) == 0 &&
+                      (*prefix)[prefix->size() - body.size() - 1] == '.';
+  const std::string beside = (nested ? prefix->substr(0, prefix->size() - body.size()) : std::string()) + "lm_head.weight";
+  if (checkpoint.contains(beside)) names.lm_head = beside;
+  return names;
 }
 
 std::array<int64_t, 2> projection_shape(const ModelConfig& c, Projection p) {
@@ -208,9 +101,9 @@ std::array<int64_t, 2> projection_shape(const ModelConfig& c, Projection p) {
   return {0, 0};
 }
 
-std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& c) {
+std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& c, const TextWeightNames& names) {
   std::vector<TensorSpec> specs;
-  assemble(c, [&](const std::string& name, std::vector<int64_t> shape) {
+  assemble(c, names, [&](const std::string& name, std::vector<int64_t> shape) {
     specs.push_back({name, shape});
     return at::Tensor();
   });
@@ -269,8 +162,9 @@ void Placement::synchronize() const {
 ModelWeights ModelWeights::load(const std::filesystem::path& model_dir, const ModelConfig& config,
                                 const Placement& placement) {
   const Checkpoint checkpoint(model_dir);
-  checkpoint.check_layer_count(config.num_layers);
-  return assemble(config, [&](const std::string& name, const std::vector<int64_t>& shape) {
+  const TextWeightNames names = TextWeightNames::detect(checkpoint);
+  checkpoint.check_layer_count(names.prefix + "layers.", config.num_layers, "num_hidden_layers");
+  return assemble(config, names, [&](const std::string& name, const std::vector<int64_t>& shape) {
     return checkpoint.read(name, shape, placement);
   });
 }
@@ -282,7 +176,7 @@ std::string checkpoint_fingerprint(const std::filesystem::path& model_dir) {
 ModelWeights ModelWeights::random(const ModelConfig& config, const Placement& placement, uint64_t seed) {
   at::manual_seed(seed);
   const auto options = at::TensorOptions().device(placement.device).dtype(placement.dtype);
-  return assemble(config, [&](const std::string& name, const std::vector<int64_t>& shape) {
+  return assemble(config, TextWeightNames{}, [&](const std::string& name, const std::vector<int64_t>& shape) {
     if (shape.size() == 1) {
       // Norm weights near 1 and small biases keep activations in range.
       const bool is_norm = name.find("norm") != std::string::npos;

@@ -41,7 +41,14 @@ std::vector<MatrixId> target_matrices(const model::ModelConfig& config, Targets 
   return ids;
 }
 
-std::optional<MatrixId> parse_weight_name(const std::string& name, int64_t num_layers) {
+std::optional<MatrixId> parse_weight_name(const std::string& spelled, int64_t num_layers) {
+  // A vision-language checkpoint nests the language model: LLaVA's hub layout
+  // and transformers 5's module names spell its matrices these ways.
+  static const std::string kVlmPrefixes[] = {"language_model.model.", "model.language_model."};
+  std::string name = spelled;
+  for (const std::string& vlm : kVlmPrefixes) {
+    if (name.rfind(vlm, 0) == 0) name = "model." + name.substr(vlm.size());
+  }
   static const std::string kPrefix = "model.layers.";
   if (name.rfind(kPrefix, 0) != 0) return std::nullopt;
   size_t end = kPrefix.size();

@@ -46,12 +46,16 @@ struct ModelConfig {
   std::string torch_dtype = "float32";    // the dtype the checkpoint was saved in
 
   // Parses a config.json document; `source` names the file in error messages.
+  // For a LLaVA-NeXT config, the language model's (its text_config).
   static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
   static ModelConfig from_file(const std::filesystem::path& path);
 
   // Throws LoadError when the numbers cannot describe a working model.
   void validate(const std::string& source) const;
 };
+
+// A LlavaNextForConditionalGeneration config.json (by architectures or model_type).
+bool is_llava_next_config(const nlohmann::json& config);
 
 // Decoding defaults from generation_config.json (optional file).
 struct GenerationConfig {

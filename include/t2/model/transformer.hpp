@@ -27,6 +27,11 @@ struct Chunk {
   // all of them to score a continuation, 0 for a prefill chunk that is not
   // the prompt's last.
   int64_t logits = 1;
+  // [tokens.size(), hidden] in the compute dtype on the model's device; when
+  // defined, used in place of the tokens' embeddings (image features). The
+  // tokens still give the chunk's length. (`= {}` keeps {slot, tokens, logits}
+  // initialisation free of -Wmissing-field-initializers.)
+  at::Tensor embeddings = {};
 };
 
 class Transformer {
@@ -46,11 +51,15 @@ class Transformer {
   // float64 for a float64 model).
   at::Tensor forward(const std::vector<Chunk>& chunks, KVCache& cache, const AdapterBatch& adapters) const;
 
+  // The input embeddings of `tokens`: [n, hidden] in the compute dtype.
+  at::Tensor embed(const std::vector<int64_t>& tokens) const;
+
   // Whole right-padded sequences without a cache: tokens [B, T] (int64),
   // lengths [B]; returns float32 logits [B, T, vocab]. Differentiable in the
-  // projections, for training.
+  // projections, for training. `embeddings` [B, T, hidden], when defined,
+  // replace the tokens' embeddings (records with images).
   at::Tensor forward_full(const at::Tensor& tokens, const std::vector<int64_t>& lengths,
-                          const ProjectionSet& projections) const;
+                          const ProjectionSet& projections, const at::Tensor& embeddings = {}) const;
 
  private:
   struct Attention;  // per-call positions, attention groups and cache addressing
@@ -60,6 +69,8 @@ class Transformer {
   at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const Attention& attention, KVCache* cache) const;
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
+  // Throws unless `embeddings` is [rows, hidden] in the compute dtype on the model's device.
+  void check_embeddings(const at::Tensor& embeddings, int64_t rows) const;
 
   ModelConfig config_;
   ModelWeights weights_;

@@ -24,7 +24,7 @@ constexpr std::array<Projection, kNumProjections> kAllProjections = {
 
 // HF module path, e.g. "self_attn.q_proj" or "mlp.up_proj".
 const char* projection_module(Projection p);
-// HF weight name, e.g. "model.layers.3.mlp.up_proj.weight".
+// HF weight name of a causal LM, e.g. "model.layers.3.mlp.up_proj.weight".
 std::string projection_weight_name(int64_t layer, Projection p);
 // [out_features, in_features] of a projection under `config`.
 std::array<int64_t, 2> projection_shape(const ModelConfig& config, Projection p);
@@ -55,13 +55,28 @@ struct LayerWeights {
   std::array<at::Tensor, kNumProjections> bias;
 };
 
+class Checkpoint;
+
+// Where a checkpoint keeps the language model's tensors: a causal LM under
+// "model." beside "lm_head.weight"; a vision-language checkpoint nests them
+// (LLaVA: "language_model.model." and "language_model.lm_head.weight", or
+// transformers 5's module names "model.language_model." and "lm_head.weight").
+struct TextWeightNames {
+  std::string prefix = "model.";
+  std::string lm_head = "lm_head.weight";
+
+  std::string layer_prefix(int64_t layer) const;  // "<prefix>layers.<layer>."
+  // From the checkpoint's embed_tokens and lm_head tensors; the defaults where it has neither.
+  static TextWeightNames detect(const Checkpoint& checkpoint);
+};
+
 // A tensor a checkpoint must provide: its HF name and shape.
 struct TensorSpec {
   std::string name;
   std::vector<int64_t> shape;
 };
-// Every tensor the loader reads for `config`, in a stable order.
-std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& config);
+// Every tensor the loader reads for `config` under `names`, in a stable order.
+std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& config, const TextWeightNames& names = {});
 
 // Where weights live and in which dtype they compute.
 struct Placement {

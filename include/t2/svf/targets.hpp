@@ -34,7 +34,9 @@ struct MatrixId {
 // Every matrix of `config` that `targets` covers, by layer then projection.
 std::vector<MatrixId> target_matrices(const model::ModelConfig& config, Targets targets);
 // "model.layers.3.mlp.up_proj.weight" -> {3, kUp}; nullopt if it names no
-// projection of a model with `num_layers` layers.
+// projection of a model with `num_layers` layers. A VLM's spellings of the same
+// matrix ("language_model.model.layers.3...", "model.language_model.layers.3...")
+// map to the same id.
 std::optional<MatrixId> parse_weight_name(const std::string& name, int64_t num_layers);
 // min(m, n): the number of singular values, i.e. the length of z.
 int64_t singular_value_count(const model::ModelConfig& config, model::Projection projection);
