@@ -50,6 +50,11 @@ Crop unpadded(int64_t height, int64_t width, int64_t rows, int64_t cols) {
 
 }  // namespace
 
+bool is_llava_next(const std::filesystem::path& model_dir) {
+  const auto config_path = model_dir / "config.json";
+  return std::filesystem::exists(config_path) && LlavaNextConfig::is_llava_next(read_config(config_path));
+}
+
 LlavaNext LlavaNext::load(const std::filesystem::path& model_dir, const model::Placement& placement) {
   const auto config_path = model_dir / "config.json";
   if (!std::filesystem::exists(config_path)) throw LoadError(model_dir.string() + ": no config.json (not a model folder)");

@@ -176,9 +176,9 @@ TEST_F(VisionServer, TheImageChangesTheAnswer) {
     return ok(body)["choices"][0]["logprobs"]["content"][0]["logprob"].get<double>();
   };
   const json text = {{"type", "text"}, {"text", kQuestion}};
-  const double png = first_logprob({text, data_url_part("photo.png", "image/png")});
-  const double jpg = first_logprob({text, data_url_part("photo.jpg", "image/jpeg")});
-  const double none = first_logprob({text});
+  const double png = first_logprob(json::array({text, data_url_part("photo.png", "image/png")}));
+  const double jpg = first_logprob(json::array({text, data_url_part("photo.jpg", "image/jpeg")}));
+  const double none = first_logprob(json::array({text}));
   EXPECT_NE(png, jpg);
   EXPECT_NE(png, none);
 }

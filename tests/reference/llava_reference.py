@@ -9,6 +9,8 @@ vision_tower.vision_model.*) and to transformers 5's module names
 and reference.safetensors: per image its pixel_values, original size, HF's
 packed image features and a prompt with the image expanded, HF's logits for
 one- and two-image prompts, and HF's feature and patch counts for many sizes.
+Also <out>/served: a servable tiny LLaVA-NeXT over stories260K's tokenizer, with
+<out>/images/ (PNG and JPEG photos, a PNG bomb) and HF's pixel values for them.
 float32 runs on the CPU; where CUDA is present, bfloat16 runs there as well.
 """
 import argparse
@@ -33,15 +35,15 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def tiny_config():
+def tiny_config(vocab_size=96, image_token=IMAGE_TOKEN):
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
                               image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, initializer_range=0.15,
                               initializer_factor=4.0)
     text = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=96, max_position_embeddings=512, rms_norm_eps=1e-5,
+                       num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512, rms_norm_eps=1e-5,
                        initializer_range=0.15, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
                        pad_token_id=0)
-    return LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN,
+    return LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=image_token,
                            image_grid_pinpoints=PINPOINTS, projector_hidden_act="gelu", vision_feature_layer=-2,
                            vision_feature_select_strategy="default")
 
@@ -133,9 +135,59 @@ def reference(model, images, two_images_prompt, device, dtype):
     return out
 
 
+def png_claiming(width, height):
+    """A PNG whose header says width x height over a few bytes of data (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def write_served(out, stories):
+    """<out>/served: the tiny architecture over stories260K's tokenizer (512 pieces; the image token is 512),
+    servable by `t2 serve`; <out>/images: PNG and JPEG photos and a bomb; served_pixels.safetensors:
+    HF's processor output for the photos."""
+    import numpy as np
+    from PIL import Image
+
+    folder = os.path.join(out, "served")
+    torch.manual_seed(1)
+    model = LlavaNextForConditionalGeneration(tiny_config(vocab_size=520, image_token=512)).float().eval()
+    with torch.no_grad():
+        model.model.image_newline.normal_(0, 1)
+    model.save_pretrained(folder, safe_serialization=True)
+    processor = pil_processor()
+    processor.save_pretrained(folder)
+    shutil.copy(os.path.join(stories, "tokenizer.model"), os.path.join(folder, "tokenizer.model"))
+
+    images = os.path.join(out, "images")
+    os.makedirs(images)
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:30, 0:48]
+    wide = np.stack([x * 5, y * 8, rng.integers(0, 256, (30, 48))], -1).astype(np.uint8)
+    Image.fromarray(wide).save(os.path.join(images, "photo.png"))
+    y, x = np.mgrid[0:50, 0:30]
+    tall = np.stack([255 - y * 5, x * 8, (x * y) % 256], -1).astype(np.uint8)
+    Image.fromarray(tall).save(os.path.join(images, "photo.jpg"), quality=90)
+    with open(os.path.join(images, "bomb.png"), "wb") as f:
+        f.write(png_claiming(30000, 30000))
+    pixels = {}
+    for name, file in (("png", "photo.png"), ("jpg", "photo.jpg")):
+        batch = processor(Image.open(os.path.join(images, file)), return_tensors="pt")
+        patches = image_size_to_num_patches(tuple(batch["image_sizes"][0].tolist()), PINPOINTS, IMAGE_SIZE)
+        pixels["pixel_values_" + name] = batch["pixel_values"][0, :patches].float().contiguous()
+        pixels["image_sizes_" + name] = batch["image_sizes"][0].contiguous()
+    save_file(pixels, os.path.join(out, "served_pixels.safetensors"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--stories", required=True, help="models/stories260K, whose tokenizer the served model uses")
     args = parser.parse_args()
     precisions = [("float32", "cpu", torch.float32)]
     if torch.cuda.is_available():
@@ -182,6 +234,7 @@ def main():
     for i, (_, _, prompt) in enumerate(images):
         assert (prompt == IMAGE_TOKEN).sum().item() == data[f"image{i}_features"].shape[0]
     save_file({k: v.contiguous() for k, v in data.items()}, os.path.join(folder, "reference.safetensors"))
+    write_served(args.out, args.stories)
     with open(os.path.join(folder, "meta.json"), "w") as f:
         json.dump({"pixel_values": "pil_processor" if processor is not None else "random", "precisions":
                    [p for p, _, _ in precisions]}, f)

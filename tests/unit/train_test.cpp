@@ -354,9 +354,8 @@ TEST_F(TrainStories, PerplexityOfGreedyCompletionsUnderTheBaseModel) {
             t2::train::evaluate(*model_, *tokenizer_, nullptr, examples, RewardKind::kContains, generation).correct);
 
   // It is exp(mean NLL per completion token), computed by hand here.
-  std::vector<std::string> prompts;
-  for (const auto& e : examples) prompts.push_back(e.prompt);
-  const auto completions = t2::train::complete(*model_, *tokenizer_, nullptr, prompts, generation);
+  const auto completions =
+      t2::train::complete(*model_, *tokenizer_, nullptr, t2::train::model_prompts(*tokenizer_, examples, nullptr), generation);
   ASSERT_EQ(completions.size(), 3u);
   double log_likelihood = 0;
   int64_t tokens = 0;
@@ -364,7 +363,7 @@ TEST_F(TrainStories, PerplexityOfGreedyCompletionsUnderTheBaseModel) {
     c10::InferenceMode guard;
     for (const auto& c : completions) {
       ASSERT_FALSE(c.tokens.empty());
-      log_likelihood += t2::train::score_completions(*model_, model_->base_projections(), {c.prompt}, {c.tokens}).log_likelihood.item<double>();
+      log_likelihood += t2::train::score_completions(*model_, model_->base_projections(), {c.prompt.tokens}, {c.tokens}).log_likelihood.item<double>();
       tokens += static_cast<int64_t>(c.tokens.size());
     }
   }
@@ -374,6 +373,6 @@ TEST_F(TrainStories, PerplexityOfGreedyCompletionsUnderTheBaseModel) {
   // Completions without tokens have nothing to be perplexed by.
   EXPECT_EQ(t2::train::base_perplexity(*model_, {}), 1.0);
   t2::train::Completion empty;
-  empty.prompt = tokenizer_->encode("Once upon a time", true);
+  empty.prompt.tokens = tokenizer_->encode("Once upon a time", true);
   EXPECT_EQ(t2::train::base_perplexity(*model_, {empty, empty}), 1.0);
 }

@@ -135,7 +135,7 @@ class Engine {
     int64_t prefilled = 0;  // prompt tokens in the cache
     int64_t generated = 0;
     int64_t last_token = -1;
-    std::vector<at::Tensor> image_features;  // per request image, from its encoding until its span is prefilled
+    std::vector<at::Tensor> image_features = {};  // per request image, from its encoding until its span is prefilled
   };
   // A continuation head (all but its last token) -> the continuations that share it.
   using Heads = std::map<std::vector<int64_t>, std::vector<size_t>>;

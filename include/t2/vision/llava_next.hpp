@@ -17,6 +17,9 @@
 
 namespace t2::vision {
 
+// Whether `model_dir`'s config.json describes a LLaVA-NeXT checkpoint.
+bool is_llava_next(const std::filesystem::path& model_dir);
+
 class LlavaNext {
  public:
   static LlavaNext load(const std::filesystem::path& model_dir, const model::Placement& placement);
