@@ -175,14 +175,16 @@ def run_t2(args):
 def run_hf(args):
     import torch
     from transformers import LlavaNextForConditionalGeneration
-    try:
+    import numpy as np
+    try:  # the processor t2 matches (Pillow); else transformers' default (torchvision)
+        import PIL  # noqa: F401
         from transformers import LlavaNextImageProcessorPil as Processor
     except ImportError:
         from transformers import LlavaNextImageProcessor as Processor
-    import numpy as np
 
     model = LlavaNextForConditionalGeneration.from_pretrained(args.dir, dtype=torch.bfloat16, device_map="cuda").eval()
     processor = Processor.from_pretrained(args.dir)
+    print(f"HF image processor: {type(processor).__name__}", file=sys.stderr)
     cfg = model.config
     rng = np.random.default_rng(0)
 

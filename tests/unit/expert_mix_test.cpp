@@ -4,6 +4,7 @@
 // batch of 32 greedy requests over base, three experts and a mixture, with
 // chunked prefill sharing steps with decodes, gives each request exactly its
 // solo tokens; pass 1's scoring rows ride in the same steps as the decodes.
+#include <iostream>
 #include <map>
 
 #include <c10/core/InferenceMode.h>
@@ -36,29 +37,58 @@ class ExpertMixTest : public t2::testing::StoriesSvfTest {
   }
 };
 
+std::vector<std::vector<int64_t>> mix_prompts(const t2::tokenizer::Tokenizer& tokenizer) {
+  return {tokenizer.encode("Once upon a time", true), tokenizer.encode("The bird sang", true),
+          tokenizer.encode("A cat sat on the mat and", true), tokenizer.encode("Tom had a dog", true),
+          tokenizer.encode("Lily", true)};
+}
+
+// Each adaptation alone on its composed dense weights: prefill logits, then one decode token's.
+struct AloneLogits {
+  std::vector<at::Tensor> prefill, decode;  // float32, on the CPU
+};
+AloneLogits alone_logits(const t2::model::Transformer& model, t2::svf::AdapterStore& store,
+                         const std::vector<std::vector<int64_t>>& prompts, const std::vector<Adaptation>& all) {
+  c10::InferenceMode guard;
+  AloneLogits out;
+  for (size_t i = 0; i < all.size(); ++i) {
+    t2::model::KVCache cache(model.config(), 1, 64, model.placement());
+    const int64_t slot = cache.allocate();
+    const auto composed = store.weights(all[i]);
+    const t2::model::ProjectionSet& weights = composed ? *composed : model.base_projections();
+    out.prefill.push_back(model.forward({{slot, prompts[i], static_cast<int64_t>(prompts[i].size())}}, cache, weights).cpu().to(at::kFloat));
+    out.decode.push_back(model.forward({{slot, {7}}}, cache, weights).cpu().to(at::kFloat));
+  }
+  return out;
+}
+
+// Absolute: the largest |Δlogit|. Relative: ||Δ|| / ||logits||, as the bf16 HF-equivalence tests measure.
+double logit_gap(const at::Tensor& ours, const at::Tensor& reference, bool relative) {
+  const at::Tensor delta = (ours - reference).to(at::kDouble);
+  return relative ? delta.norm().item<double>() / reference.to(at::kDouble).norm().item<double>()
+                  : delta.abs().max().item<double>();
+}
+
+// Per adaptation, the larger of its prefill and decode gaps between two runs.
+std::vector<double> gaps_between(const AloneLogits& ours, const AloneLogits& reference, bool relative) {
+  std::vector<double> gaps;
+  for (size_t i = 0; i < ours.prefill.size(); ++i) {
+    gaps.push_back(std::max(logit_gap(ours.prefill[i], reference.prefill[i], relative),
+                            logit_gap(ours.decode[i], reference.decode[i], relative)));
+  }
+  return gaps;
+}
+
 // For each adaptation: how far one factored forward of every adaptation's
 // rows together (on `model`) is from its composed weights alone (on
-// `reference`, e.g. the float32 CPU model), over a prefill and a decode step
-// (see `gap` below).
+// `reference`, e.g. the float32 CPU model), over a prefill and a decode step.
 std::vector<double> factored_gaps(const t2::model::Transformer& model, t2::svf::AdapterStore& store,
                                   const t2::model::Transformer& reference, t2::svf::AdapterStore& reference_store,
                                   const t2::tokenizer::Tokenizer& tokenizer, const std::vector<Adaptation>& all,
                                   bool relative) {
   c10::InferenceMode guard;
-  const std::vector<std::vector<int64_t>> prompts = {
-      tokenizer.encode("Once upon a time", true), tokenizer.encode("The bird sang", true),
-      tokenizer.encode("A cat sat on the mat and", true), tokenizer.encode("Tom had a dog", true),
-      tokenizer.encode("Lily", true)};
-  // Each adaptation alone, on its composed dense weights: prefill, then one decode token.
-  std::vector<at::Tensor> dense_prefill, dense_decode;
-  for (size_t i = 0; i < all.size(); ++i) {
-    t2::model::KVCache cache(reference.config(), 1, 64, reference.placement());
-    const int64_t slot = cache.allocate();
-    const auto composed = reference_store.weights(all[i]);
-    const t2::model::ProjectionSet& weights = composed ? *composed : reference.base_projections();
-    dense_prefill.push_back(reference.forward({{slot, prompts[i], static_cast<int64_t>(prompts[i].size())}}, cache, weights).cpu());
-    dense_decode.push_back(reference.forward({{slot, {7}}}, cache, weights).cpu());
-  }
+  const auto prompts = mix_prompts(tokenizer);
+  const AloneLogits dense = alone_logits(reference, reference_store, prompts, all);
   // All together in one factored forward, then one factored decode step.
   t2::svf::AdapterTable table(model, store.factors(), 8);
   table.begin_step();
@@ -88,23 +118,17 @@ std::vector<double> factored_gaps(const t2::model::Transformer& model, t2::svf::
   };
   const at::Tensor together_prefill = run(prefill, prefill_slots).to(at::kFloat);
   const at::Tensor together_decode = run(decode, decode_slots).to(at::kFloat);
-  // Absolute: the largest |Δlogit|. Relative: ||Δ|| / ||logits||, as the bf16 HF-equivalence tests measure.
-  const auto gap = [&](const at::Tensor& ours, const at::Tensor& reference) {
-    const at::Tensor delta = (ours - reference).to(at::kDouble);
-    return relative ? delta.norm().item<double>() / reference.to(at::kDouble).norm().item<double>()
-                    : delta.abs().max().item<double>();
-  };
-  std::vector<double> gaps;
+  AloneLogits together;
   int64_t offset = 0;
   for (size_t i = 0; i < all.size(); ++i) {
     const auto n = static_cast<int64_t>(prompts[i].size());
-    gaps.push_back(std::max(gap(together_prefill.narrow(0, offset, n), dense_prefill[i]),
-                            gap(together_decode[static_cast<int64_t>(i)], dense_decode[i][0])));
+    together.prefill.push_back(together_prefill.narrow(0, offset, n));
+    together.decode.push_back(together_decode.narrow(0, static_cast<int64_t>(i), 1));
     offset += n;
   }
   // The experts really differ from the base, so the rows did not all run one set.
-  EXPECT_GT((dense_decode[1] - dense_decode[0]).abs().max().item<double>(), 1e-2);
-  return gaps;
+  EXPECT_GT((dense.decode[1] - dense.decode[0]).abs().max().item<double>(), 1e-2);
+  return gaps_between(together, dense, relative);
 }
 
 TEST_F(ExpertMixTest, FactoredRowsMatchTheComposedWeights) {
@@ -124,9 +148,17 @@ TEST_F(ExpertMixTest, FactoredRowsMatchTheComposedWeightsInBf16OnCuda) {
   t2::svf::AdapterStore store(model, cache, int64_t{1} << 30);
   for (const auto& e : store_->experts()) store.add(e);
   const auto all = adaptations();
-  // Against the float32 composed weights: the bound the bf16 HF-equivalence tests hold the dense path to.
-  const auto gaps = factored_gaps(model, store, *model_, *store_, *tokenizer_, all, /*relative=*/true);
-  for (size_t i = 0; i < all.size(); ++i) EXPECT_LT(gaps[i], 2e-2) << all[i].key();
+  // Both bf16 paths against the float32 composed weights: the factored path
+  // (three roundings per matrix: x·Vᵀ, the scale, ·Uᵀ) may lose a little more
+  // than the composed W' (one), but stays of the same order.
+  const auto factored = factored_gaps(model, store, *model_, *store_, *tokenizer_, all, /*relative=*/true);
+  const auto prompts = mix_prompts(*tokenizer_);
+  const auto dense = gaps_between(alone_logits(model, store, prompts, all), alone_logits(*model_, *store_, prompts, all), true);
+  for (size_t i = 0; i < all.size(); ++i) {
+    std::cout << all[i].key() << ": bf16 factored " << factored[i] << ", bf16 composed " << dense[i] << " (relative to float32)\n";
+    EXPECT_LT(dense[i], 5e-2) << all[i].key();
+    EXPECT_LT(factored[i], 2 * dense[i] + 1e-2) << all[i].key();
+  }
 }
 
 TEST_F(ExpertMixTest, ThirtyTwoMixedRequestsGiveTheirSoloTokens) {
