@@ -17,6 +17,9 @@ out=${OUT:-.}/gpu_vision.jsonl
 [[ -x $t2 ]] || { echo "error: $t2 not found (source .gpu/build.sh first, or set T2_BIN)" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 [[ -f $dir/config.json ]] || python3 bench/vision_bench.py make-model "$dir" | tee "$out"
+# The language model alone through the engine (no HTTP), for scale: batch 16, prompt 128.
+"$t2" bench --random-config bench/llama3-8b-shape.json --device cuda --dtype bfloat16 --batch 16 --prompt-tokens 128 \
+  --gen-tokens 64 --repeat 1 | grep '^{' | tail -1 | tee -a "$out"
 mkdir -p /tmp/t2-vision-experts
 "$t2" serve --model "$dir" --targets none --experts-dir /tmp/t2-vision-experts --device cuda --dtype bfloat16 \
   --max-batch 24 --context 8192 --port 8091 --max-body-bytes 16777216 > /tmp/t2-vision-serve.log 2>&1 &

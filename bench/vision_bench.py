@@ -99,18 +99,22 @@ def make_model(args):
 
 
 class Stream:
-    """One streamed chat completion; records when each content delta arrived."""
+    """One streamed chat completion; records when each chunk of tokens arrived (counted by its logprobs)."""
 
     def __init__(self, url, messages, max_tokens):
         self.url, self.messages, self.max_tokens = url, messages, max_tokens
-        self.arrivals, self.error, self.sent = [], None, None
+        self.arrivals, self.error, self.sent = [], None, None  # arrivals: (time, tokens in the chunk)
         self.thread = threading.Thread(target=self.run)
+
+    def token_times(self):
+        """One timestamp per generated token."""
+        return [t for t, n in self.arrivals for _ in range(n)]
 
     def run(self):
         u = urllib.parse.urlparse(self.url)
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
-        body = json.dumps({"model": "m", "messages": self.messages, "max_tokens": self.max_tokens, "temperature": 0,
-                           "stream": True, "ignore_eos": True})
+        body = json.dumps({"messages": self.messages, "max_tokens": self.max_tokens, "temperature": 0,
+                           "stream": True, "ignore_eos": True, "logprobs": True})
         self.sent = time.perf_counter()
         conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
         r = conn.getresponse()
@@ -121,8 +125,21 @@ class Stream:
             if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
                 continue
             event = json.loads(line[6:])
-            if event.get("choices") and event["choices"][0]["delta"].get("content") is not None:
-                self.arrivals.append(time.perf_counter())
+            choice = event["choices"][0] if event.get("choices") else None
+            tokens = len(((choice or {}).get("logprobs") or {}).get("content") or [])
+            if tokens:  # the first chunk only names the role
+                self.arrivals.append((time.perf_counter(), tokens))
+
+
+def engine_steps(url):
+    """t2's engine step counter, from /metrics."""
+    u = urllib.parse.urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("GET", "/metrics")
+    for line in conn.getresponse().read().decode().splitlines():
+        if line.startswith("t2_decode_steps_total "):
+            return int(float(line.split()[1]))
+    raise SystemExit("no t2_decode_steps_total on /metrics")
 
 
 def image_message(png):
@@ -141,15 +158,16 @@ def run_t2(args):
         s.run()
         if s.error:
             raise SystemExit(s.error)
-        ttft.append(1e3 * (s.arrivals[0] - s.sent))
+        ttft.append(1e3 * (s.arrivals[0][0] - s.sent))
     out["image_ttft_ms"] = sorted(ttft[1:])[len(ttft[1:]) // 2]
     out["image_ttft_ms_all"] = ttft[1:]
 
     def text_batch(with_images):
+        steps_before, began = engine_steps(args.url), time.perf_counter()
         streams = [Stream(args.url, [{"role": "user", "content": text_prompt(i)}], args.gen) for i in range(16)]
         for s in streams:
             s.thread.start()
-        while min(len(s.arrivals) for s in streams) < 8:  # all 16 are decoding
+        while min(len(s.token_times()) for s in streams) < 8:  # all 16 are decoding
             time.sleep(0.005)
         images = [Stream(args.url, image_message(png_bytes(672, 672, seed=k)), args.gen) for k in range(4 if with_images else 0)]
         for s in images:
@@ -160,11 +178,13 @@ def run_t2(args):
         if errors:
             raise SystemExit(errors[0])
         # The window in which every text stream decodes: from the last one's 8th token to the first one's end.
-        start = max(s.arrivals[7] for s in streams)
-        end = min(s.arrivals[-1] for s in streams)
-        tokens = sum(sum(1 for t in s.arrivals if start <= t <= end) for s in streams + images)
-        gaps = [b - a for s in streams for a, b in zip(s.arrivals[8:], s.arrivals[9:])]
-        return {"decode_tok_s": tokens / (end - start), "max_text_gap_ms": 1e3 * max(gaps),
+        start = max(s.token_times()[7] for s in streams)
+        end = min(s.token_times()[-1] for s in streams)
+        tokens = sum(sum(1 for t in s.token_times() if start < t <= end) for s in streams + images)
+        gaps = [b[0] - a[0] for s in streams for a, b in zip(s.arrivals, s.arrivals[1:]) if a[0] >= start]
+        steps, took = engine_steps(args.url) - steps_before, time.perf_counter() - began
+        return {"decode_tok_s": tokens / (end - start), "window_s": end - start, "engine_steps": steps,
+                "ms_per_engine_step": 1e3 * took / steps, "max_text_gap_ms": 1e3 * max(gaps),
                 "median_text_gap_ms": 1e3 * sorted(gaps)[len(gaps) // 2]}
 
     out["text16"] = text_batch(False)
