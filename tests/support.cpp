@@ -1,7 +1,13 @@
 #include "support.hpp"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 
 #include <ATen/ATen.h>
 
@@ -22,6 +28,27 @@ std::filesystem::path stories_dir() { return std::filesystem::path(T2_SOURCE_DIR
 std::filesystem::path reference_dir() { return T2_REFERENCE_DIR; }
 std::filesystem::path t2_binary() { return T2_BINARY; }
 
+CommandResult run_t2(const std::string& args) {
+  // A file of its own per run (mkstemp), so runs within one test never share one.
+  std::string err_file = (std::filesystem::temp_directory_path() / "t2_stderr_XXXXXX").string();
+  const int fd = mkstemp(err_file.data());
+  if (fd < 0) return {-1, "", ""};
+  close(fd);
+  const std::string command = t2_binary().string() + " " + args + " 2>" + err_file;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, "", ""};
+  std::string out;
+  std::array<char, 4096> buffer{};
+  size_t n = 0;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  std::ifstream in(err_file);
+  std::stringstream err;
+  err << in.rdbuf();
+  std::filesystem::remove(err_file);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, err.str()};
+}
+
 bool in_ci() {
   const char* ci = std::getenv("CI");
   return ci != nullptr && std::string(ci) == "true";
@@ -30,8 +57,11 @@ bool in_ci() {
 std::filesystem::path fresh_dir(const std::string& name) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string test = info != nullptr ? std::string(info->test_suite_name()) + "." + info->name() : "global";
-  const auto dir = std::filesystem::temp_directory_path() / ("t2_test_" + std::to_string(::getpid())) / test / name;
-  std::filesystem::remove_all(dir);
+  const auto base = std::filesystem::temp_directory_path() / ("t2_test_" + std::to_string(::getpid())) / test / name;
+  // A new folder on every call, never a removed one: libtorch.so exports a
+  // std::filesystem::remove_all that crashes on non-empty folders.
+  auto dir = base;
+  for (int i = 2; std::filesystem::exists(dir); ++i) dir = base.string() + "-" + std::to_string(i);
   std::filesystem::create_directories(dir);
   return dir;
 }

@@ -29,6 +29,14 @@ bool in_ci();
 // A fresh empty folder for this test.
 std::filesystem::path fresh_dir(const std::string& name);
 
+// The t2 binary run with `args` (a shell command line), to completion.
+struct CommandResult {
+  int status;       // the exit status, -1 when it did not exit normally
+  std::string out;  // stdout: what a script parses
+  std::string err;  // stderr: the logs
+};
+CommandResult run_t2(const std::string& args);
+
 // A small Llama config.json; tweak fields for other architectures.
 nlohmann::json tiny_config();
 // Writes config.json and random weights (model.safetensors, or `shards` files

@@ -33,29 +33,6 @@ CommandResult run(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
-// stdout alone (what a script parses), with stderr (the logs) kept apart.
-struct SplitResult {
-  int status;
-  std::string out;
-  std::string err;
-};
-
-SplitResult run_split(const std::string& args) {
-  const auto err_file = t2::testing::fresh_dir("stderr") / "stderr.txt";
-  const std::string command = t2::testing::t2_binary().string() + " " + args + " 2>" + err_file.string();
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return {-1, "", ""};
-  std::string out;
-  std::array<char, 4096> buffer{};
-  size_t n = 0;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  std::ifstream in(err_file);
-  std::stringstream err;
-  err << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, err.str()};
-}
-
 // The story `t2 generate` printed, without its [t2] status lines.
 std::string generated_text(const std::string& output) {
   const auto adaptation = output.find("[t2] adaptation");
@@ -187,7 +164,7 @@ struct DispatchEvalSetup {
 TEST(Cli, EvalWithOracleDispatchRoutesEveryRecordToItsLabel) {
   T2_REQUIRE_PATH(t2::testing::stories_dir());
   const DispatchEvalSetup setup;
-  const SplitResult r = run_split(setup.args("oracle"));
+  const t2::testing::CommandResult r = t2::testing::run_t2(setup.args("oracle"));
   ASSERT_EQ(r.status, 0) << r.out << r.err;
   // stdout is the report alone; the logs went to stderr.
   const nlohmann::json report = nlohmann::json::parse(r.out);
@@ -218,13 +195,12 @@ TEST(Cli, EvalWithAnUnknownDispatchStrategyExitsWithAMessage) {
 TEST(Cli, TokenizePrintsTheIdsAsJson) {
   const auto dir = t2::testing::stories_dir();
   const auto tok = t2::tokenizer::Tokenizer::load(dir);
-  const auto plain = run_split("tokenize --model " + dir.string() + " --text 'Once upon a time </s>'");
+  const auto plain = t2::testing::run_t2("tokenize --model " + dir.string() + " --text 'Once upon a time </s>'");
   ASSERT_EQ(plain.status, 0) << plain.err;
   EXPECT_EQ(nlohmann::json::parse(plain.out).get<std::vector<int64_t>>(), tok.encode("Once upon a time </s>", false));
-  // run(), not a second run_split: fresh_dir's remove_all of an existing folder binds to libtorch's broken copy.
-  const auto special = run("tokenize --model " + dir.string() + " --text 'Once</s>' --parse-special --add-special-tokens");
-  ASSERT_EQ(special.status, 0) << special.output;
-  const auto ids = nlohmann::json::parse(special.output).get<std::vector<int64_t>>();
+  const auto special = t2::testing::run_t2("tokenize --model " + dir.string() + " --text 'Once</s>' --parse-special --add-special-tokens");
+  ASSERT_EQ(special.status, 0) << special.err;
+  const auto ids = nlohmann::json::parse(special.out).get<std::vector<int64_t>>();
   ASSERT_GE(ids.size(), 2u);
   EXPECT_EQ(ids.front(), tok.bos_id());
   EXPECT_EQ(ids.back(), tok.eos_id());  // "</s>" named its control token

@@ -3,13 +3,15 @@
 // HF's processor output for them): a chat with an image generates exactly what
 // the engine generates from HF's pixel values, streamed or not, batched with
 // text requests or alone; every kind of bad image is a 400 naming its content
-// part, and the server stays up.
+// part, and the server stays up. Training and evaluation take task records
+// with images, and score them as the engine generates.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
 #include <httplib.h>
 
+#include <cmath>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -21,6 +23,8 @@
 #include "t2/model/transformer.hpp"
 #include "t2/server/images.hpp"
 #include "t2/tokenizer/chat_template.hpp"
+#include "t2/train/model_prompt.hpp"
+#include "t2/train/policy.hpp"
 #include "t2/vision/llava_next.hpp"
 
 namespace {
@@ -233,4 +237,115 @@ TEST(VisionRefusals, ATextModelRefusesImages) {
   const auto models = c.Get("/v1/models");
   ASSERT_TRUE(models);
   EXPECT_EQ(json::parse(models->body)["data"][0]["input_modalities"], json::array({"text"}));
+}
+
+namespace {
+
+// A task whose records carry the fixture's images; `with_images` false drops them.
+std::filesystem::path image_task(bool with_images) {
+  const auto dir = t2::testing::fresh_dir(with_images ? "image-task" : "text-task");
+  std::ofstream out(dir / "task.jsonl");
+  const std::vector<std::string> photos = {"photo.png", "photo.jpg"};
+  for (int i = 0; i < 10; ++i) {
+    json record = {{"prompt", "What is in picture " + std::to_string(i) + "?"}, {"answer", "dog"}};
+    if (with_images) record["images"] = {(llava_dir() / "images" / photos[static_cast<size_t>(i % 2)]).string()};
+    out << record.dump() << "\n";
+  }
+  return dir / "task.jsonl";
+}
+
+}  // namespace
+
+TEST(VisionTraining, TrainingScoresAnImagePromptAsTheEngineGeneratesFromIt) {
+  T2_REQUIRE_PATH(served_model() / "config.json");
+  c10::InferenceMode guard;
+  const t2::model::Placement cpu;
+  const auto model = t2::model::Transformer::load(served_model(), cpu);
+  const auto vision = t2::vision::LlavaNext::load(served_model(), cpu);
+  const t2::vision::ImageProcessor processor(t2::vision::ProcessorConfig::from_model_dir(served_model()));
+  const auto tok = t2::tokenizer::Tokenizer::load(served_model());
+  const t2::train::Vision parts{vision, processor};
+  t2::train::Example example;
+  example.prompt = kQuestion;
+  example.images = {llava_dir() / "images" / "photo.png"};
+  const t2::train::ModelPrompt prompt = t2::train::model_prompt(tok, example, &parts);
+  ASSERT_EQ(prompt.images.size(), 1u);
+  EXPECT_EQ(prompt.images[0].length, vision.feature_count(30, 48));
+
+  t2::engine::GenerationRequest request;
+  request.prompt = prompt.tokens;
+  request.images = prompt.images;
+  request.sampling.temperature = 0;
+  request.max_tokens = 8;
+  request.ignore_eos = true;
+  t2::engine::Engine engine(model, tok, {tok.eos_id()}, {1, 0, 64}, nullptr, &vision);
+  engine.add(std::move(request));
+  std::vector<int64_t> tokens;
+  double logprob = 0;
+  while (engine.active() > 0) {
+    for (const auto& event : engine.step().tokens) {
+      tokens.push_back(event.token);
+      logprob += event.logprob;
+    }
+  }
+  // Training's forward (forward_full, the image's features in place) gives the numbers the engine
+  // sampled from. The engine normalises over the ids the tokenizer has; training over the whole vocabulary.
+  std::vector<int64_t> sequence = prompt.tokens;
+  sequence.insert(sequence.end(), tokens.begin(), tokens.end());
+  const auto T = static_cast<int64_t>(sequence.size());
+  const at::Tensor embeddings = t2::train::embeddings_with_images(model, vision, sequence, prompt.images).unsqueeze(0);
+  const at::Tensor logits = model.forward_full(at::tensor(sequence, at::kLong).view({1, T}), {T}, model.base_projections(), embeddings)[0];
+  const at::Tensor sampled_over = logits.narrow(1, 0, tok.vocab_size()).log_softmax(-1);
+  const at::Tensor whole = logits.log_softmax(-1);
+  double engine_view = 0, whole_view = 0;
+  const auto first = static_cast<int64_t>(prompt.tokens.size());
+  for (int64_t t = 0; t < static_cast<int64_t>(tokens.size()); ++t) {
+    engine_view += sampled_over[first + t - 1][tokens[static_cast<size_t>(t)]].item<double>();
+    whole_view += whole[first + t - 1][tokens[static_cast<size_t>(t)]].item<double>();
+  }
+  EXPECT_NEAR(engine_view, logprob, 1e-3);
+  const auto scores = t2::train::score_completions(model, model.base_projections(), {prompt}, {tokens}, nullptr, &vision);
+  EXPECT_NEAR(scores.log_likelihood.item<double>(), whole_view, 1e-4);
+  // Without the image the same completion scores differently.
+  const t2::train::ModelPrompt without_image{tok.encode(kQuestion, true), {}};
+  const auto text_only = t2::train::score_completions(model, model.base_projections(), {without_image}, {tokens}, nullptr, &vision);
+  EXPECT_GT(std::abs(text_only.log_likelihood.item<double>() - whole_view), 1e-2);
+}
+
+TEST(VisionTraining, EvalAndTrainTakeTasksWithImages) {
+  T2_REQUIRE_PATH(served_model() / "config.json");
+  const std::string model = " --model " + served_model().string() + " --device cpu --max-tokens 4 --cache-dir " +
+                            t2::testing::fresh_dir("image-cache").string();
+  const auto task = image_task(true);
+  const auto with_images = t2::testing::run_t2("eval --task " + task.string() + " --split train" + model);
+  ASSERT_EQ(with_images.status, 0) << with_images.err;
+  const json report = json::parse(with_images.out);
+  EXPECT_EQ(report["total"], 8);
+  const auto text_only = t2::testing::run_t2("eval --task " + image_task(false).string() + " --split train" + model);
+  ASSERT_EQ(text_only.status, 0) << text_only.err;
+  // The images reach the model: the completions (and their perplexity) differ.
+  EXPECT_NE(report["perplexity"], json::parse(text_only.out)["perplexity"]);
+
+  const auto out = t2::testing::fresh_dir("image-expert") / "pictures";
+  const auto trained = t2::testing::run_t2("train --task " + task.string() + " --out " + out.string() +
+                                           " --iters 2 --batch-size 2 --eval-every 1" + model);
+  ASSERT_EQ(trained.status, 0) << trained.err;
+  EXPECT_TRUE(std::filesystem::exists(out / "expert.json"));
+  std::ifstream log(out / "train_log.jsonl");
+  int steps = 0;
+  for (std::string line; std::getline(log, line);) {
+    const json entry = json::parse(line);
+    if (!entry.contains("loss")) continue;
+    EXPECT_TRUE(std::isfinite(entry["loss"].get<double>())) << line;
+    ++steps;
+  }
+  EXPECT_EQ(steps, 2);
+}
+
+TEST(VisionTraining, ATextModelRefusesATaskWithImages) {
+  T2_REQUIRE_PATH(t2::testing::stories_dir());
+  const auto r = t2::testing::run_t2("eval --task " + image_task(true).string() + " --split train --model " +
+                                     t2::testing::stories_dir().string() + " --device cpu --max-tokens 4");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("does not accept them"), std::string::npos) << r.err;
 }
