@@ -181,6 +181,8 @@ void add_serve_command(CLI::App& app) {
   option("--max-images-per-request", &server::ServerConfig::max_images_per_request, "vision models: images one request may carry (T2_MAX_IMAGES_PER_REQUEST)");
   option("--image-url-host", &server::ServerConfig::image_url_hosts,
          "host that http(s) image URLs may name, repeatable, * for any; none: data: URLs only (T2_IMAGE_URL_HOSTS)");
+  option("--max-image-fetch-bytes", &server::ServerConfig::max_image_fetch_bytes,
+         "largest image fetched from an allowed host (T2_MAX_IMAGE_FETCH_BYTES)");
   auto apply = std::make_shared<std::vector<std::pair<CLI::Option*, std::function<void(server::ServerConfig&)>>>>(std::move(setters));
   cmd->callback([flags, apply] {
     run_serve(*flags, [apply](server::ServerConfig& c) {

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <fstream>
 #include <future>
+#include <thread>
 #include <sstream>
 
 #include "server_process.hpp"
@@ -224,6 +225,56 @@ TEST_F(VisionServer, EveryBadImageIsA400NamingItsPartAndTheServerStaysUp) {
   EXPECT_FALSE(ok(image_chat(data_url_part("photo.png", "image/png")))["choices"][0]["message"]["content"].get<std::string>().empty());
 }
 
+TEST(VisionRemoteImages, FetchedOnlyFromAllowedHostsWithoutRedirectsAndUnderTheSizeLimit) {
+  T2_REQUIRE_PATH(served_model() / "config.json");
+  const std::string png = read_file(llava_dir() / "images" / "photo.png");
+  // An image host on 127.0.0.1, stopped and joined however the test ends.
+  struct ImageHost {
+    httplib::Server http;
+    std::thread thread;
+    int port = 0;
+    explicit ImageHost(const std::string& png) {
+      http.Get("/photo.png", [png](const httplib::Request&, httplib::Response& res) { res.set_content(png, "image/png"); });
+      http.Get("/moved.png", [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/photo.png"); });
+      http.Get("/huge.png", [png](const httplib::Request&, httplib::Response& res) {
+        res.set_content(png + std::string(4096, 'x'), "image/png");
+      });
+      port = http.bind_to_any_port("127.0.0.1");
+      thread = std::thread([this] { http.listen_after_bind(); });
+      while (!http.is_running()) std::this_thread::yield();
+    }
+    ~ImageHost() {
+      http.stop();
+      thread.join();
+    }
+  } images(png);
+  const int port = images.port;
+  t2::testing::ServerProcess server({"--model", served_model().string(), "--experts-dir", t2::testing::fresh_dir("remote-experts").string(),
+                                     "--targets", "none", "--image-url-host", "127.0.0.1", "--max-image-fetch-bytes",
+                                     std::to_string(png.size() + 1024)});
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  const auto answer = [&](const json& part) { return c.Post("/v1/chat/completions", image_chat(part).dump(), "application/json"); };
+  const auto fetched = answer(image_part(base + "/photo.png"));
+  const auto inline_data = answer(data_url_part("photo.png", "image/png"));
+  ASSERT_TRUE(fetched && inline_data);
+  ASSERT_EQ(fetched->status, 200) << fetched->body;
+  EXPECT_EQ(json::parse(fetched->body)["choices"][0]["message"]["content"], json::parse(inline_data->body)["choices"][0]["message"]["content"]);
+  const auto moved = answer(image_part(base + "/moved.png"));
+  ASSERT_TRUE(moved);
+  EXPECT_EQ(moved->status, 400);
+  EXPECT_NE(moved->body.find("HTTP 302"), std::string::npos) << moved->body;
+  const auto huge = answer(image_part(base + "/huge.png"));
+  ASSERT_TRUE(huge);
+  EXPECT_EQ(huge->status, 400);
+  EXPECT_NE(huge->body.find("larger than"), std::string::npos) << huge->body;
+  const auto other_host = answer(image_part("http://localhost:" + std::to_string(port) + "/photo.png"));
+  ASSERT_TRUE(other_host);
+  EXPECT_EQ(other_host->status, 400);
+  EXPECT_NE(other_host->body.find("not in image_url_hosts"), std::string::npos) << other_host->body;
+}
+
 TEST(VisionRefusals, ATextModelRefusesImages) {
   T2_REQUIRE_PATH(t2::testing::stories_dir());
   t2::testing::ServerProcess server({"--model", t2::testing::stories_dir().string(), "--experts-dir",
@@ -340,6 +391,11 @@ TEST(VisionTraining, EvalAndTrainTakeTasksWithImages) {
     ++steps;
   }
   EXPECT_EQ(steps, 2);
+  // The expert adapts the VLM's language model; evaluation runs under it.
+  const auto adapted = t2::testing::run_t2("eval --task " + task.string() + " --split train --experts-dir " +
+                                           out.parent_path().string() + " --expert pictures" + model);
+  ASSERT_EQ(adapted.status, 0) << adapted.err;
+  EXPECT_EQ(json::parse(adapted.out)["adaptation"], "pictures");
 }
 
 TEST(VisionTraining, ATextModelRefusesATaskWithImages) {
@@ -348,4 +404,56 @@ TEST(VisionTraining, ATextModelRefusesATaskWithImages) {
                                      t2::testing::stories_dir().string() + " --device cpu --max-tokens 4");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("does not accept them"), std::string::npos) << r.err;
+}
+
+TEST(VisionEngine, AnImageEncodesWithinTheStepBudgetWhileTextKeepsDecoding) {
+  T2_REQUIRE_PATH(served_model() / "config.json");
+  c10::InferenceMode guard;
+  const t2::model::Placement cpu;
+  const auto model = t2::model::Transformer::load(served_model(), cpu);
+  const auto vision = t2::vision::LlavaNext::load(served_model(), cpu);
+  const t2::vision::ImageProcessor processor(t2::vision::ProcessorConfig::from_model_dir(served_model()));
+  const auto tok = t2::tokenizer::Tokenizer::load(served_model());
+  const t2::train::Vision parts{vision, processor};
+  t2::train::Example example;
+  example.prompt = kQuestion;
+  example.images = {llava_dir() / "images" / "photo.png", llava_dir() / "images" / "photo.jpg"};
+  const t2::train::ModelPrompt prompt = t2::train::model_prompt(tok, example, &parts);
+
+  constexpr int64_t kBudget = 32;  // below one image's encoder tokens: each image gets a step of its own
+  t2::engine::Engine engine(model, tok, {tok.eos_id()}, {2, 0, kBudget}, nullptr, &vision);
+  t2::engine::GenerationRequest text;
+  text.prompt = tok.encode("Once upon a time", true);
+  text.sampling.temperature = 0;
+  text.max_tokens = 200;
+  text.ignore_eos = true;
+  const auto decoding = engine.add(text);
+  engine.step();  // its prompt
+  t2::engine::GenerationRequest with_images;
+  with_images.prompt = prompt.tokens;
+  with_images.images = prompt.images;
+  with_images.sampling.temperature = 0;
+  with_images.max_tokens = 1;
+  const auto image_request = engine.add(with_images);
+  int64_t encoder_tokens = 0, steps = 0;
+  std::vector<int64_t> encodes_per_step;
+  for (bool answered = false; !answered; ++steps) {
+    ASSERT_LT(steps, 200);
+    const auto out = engine.step();
+    int64_t decoded = 0;
+    for (const auto& event : out.tokens) {
+      decoded += event.sequence == decoding ? 1 : 0;
+      answered = answered || event.sequence == image_request;
+    }
+    EXPECT_EQ(decoded, 1) << "step " << steps;  // the text stream never waits for the images
+    EXPECT_LE(out.tokens_run, kBudget);
+    if (out.encoder_tokens > 0) encodes_per_step.push_back(out.encoder_tokens);
+    encoder_tokens += out.encoder_tokens;
+  }
+  const int64_t first = vision.encoder_tokens(prompt.images[0].pixel_values.size(0));
+  const int64_t second = vision.encoder_tokens(prompt.images[1].pixel_values.size(0));
+  EXPECT_GT(first, kBudget);
+  EXPECT_EQ(encodes_per_step, (std::vector<int64_t>{first, second}));  // one image per step, each once
+  EXPECT_EQ(encoder_tokens, first + second);
+  EXPECT_GE(steps, static_cast<int64_t>(prompt.tokens.size()) / (kBudget - 1));
 }

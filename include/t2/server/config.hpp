@@ -33,7 +33,7 @@ struct ServerConfig {
   std::string dtype = "auto";
   std::vector<std::string> api_keys;
   std::string api_key_file;
-  int64_t max_body_bytes = 1 << 20;
+  int64_t max_body_bytes = 16 << 20;  // a photo in a data: URL fits
   int64_t max_batch = 8;
   int64_t max_step_tokens = 2048;  // tokens per engine step; longer prompts prefill in chunks beside the decodes
   int64_t queue_capacity = 64;
