@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "t2/common/errors.hpp"
+#include "t2/common/json_fields.hpp"
 
 namespace t2::model {
 namespace {
@@ -22,17 +23,6 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
     return json::parse(in);
   } catch (const json::parse_error& e) {
     throw LoadError(path.string() + ": invalid JSON: " + e.what());
-  }
-}
-
-template <typename T>
-T value_or(const json& j, const char* key, T fallback, const std::string& source) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    throw LoadError(source + ": field '" + key + "' has the wrong type");
   }
 }
 
@@ -51,18 +41,18 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& source) {
   if (!it->is_object()) throw LoadError(source + ": rope_scaling must be an object or null");
   const json& rs = *it;
   // Transformers writes "rope_type"; older configs write "type".
-  std::string type = value_or<std::string>(rs, "rope_type", "", source);
-  if (type.empty()) type = value_or<std::string>(rs, "type", "default", source);
+  std::string type = json_value_or<std::string>(rs, "rope_type", "", source);
+  if (type.empty()) type = json_value_or<std::string>(rs, "type", "default", source);
   if (type == "default") return scaling;
-  scaling.factor = value_or<double>(rs, "factor", 1.0, source);
+  scaling.factor = json_value_or<double>(rs, "factor", 1.0, source);
   if (type == "linear") {
     scaling.type = RopeScaling::Type::kLinear;
   } else if (type == "llama3") {
     scaling.type = RopeScaling::Type::kLlama3;
-    scaling.low_freq_factor = value_or<double>(rs, "low_freq_factor", 1.0, source);
-    scaling.high_freq_factor = value_or<double>(rs, "high_freq_factor", 4.0, source);
+    scaling.low_freq_factor = json_value_or<double>(rs, "low_freq_factor", 1.0, source);
+    scaling.high_freq_factor = json_value_or<double>(rs, "high_freq_factor", 4.0, source);
     scaling.original_max_position_embeddings =
-        value_or<int64_t>(rs, "original_max_position_embeddings", 8192, source);
+        json_value_or<int64_t>(rs, "original_max_position_embeddings", 8192, source);
   } else {
     throw LoadError(source + ": unsupported rope_scaling type '" + type +
                     "' (supported: linear, llama3)");
@@ -77,7 +67,7 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& source) {
 json llava_next_text_config(const json& j, const std::string& source) {
   json text = j.contains("text_config") && !j["text_config"].is_null() ? j["text_config"] : json::object();
   if (!text.is_object()) throw LoadError(source + ": text_config must be an object");
-  const std::string model_type = value_or<std::string>(text, "model_type", "llama", source);
+  const std::string model_type = json_value_or<std::string>(text, "model_type", "llama", source);
   json defaults = {{"hidden_size", 4096}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
                    {"vocab_size", 32000}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0}};
   if (model_type == "llama") {
@@ -95,9 +85,9 @@ json llava_next_text_config(const json& j, const std::string& source) {
     if (!text.contains(key)) text[key] = value;
   }
   // The composite model decides whether its head is tied (LlavaNextConfig.tie_word_embeddings, default false).
-  text["tie_word_embeddings"] = value_or<bool>(j, "tie_word_embeddings", false, source);
+  text["tie_word_embeddings"] = json_value_or<bool>(j, "tie_word_embeddings", false, source);
   if (!text.contains("torch_dtype") && !text.contains("dtype")) {
-    text["dtype"] = value_or<std::string>(j, "torch_dtype", value_or<std::string>(j, "dtype", "float32", source), source);
+    text["dtype"] = json_value_or<std::string>(j, "torch_dtype", json_value_or<std::string>(j, "dtype", "float32", source), source);
   }
   return text;
 }
@@ -124,47 +114,47 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
   c.architecture_name = (*archs)[0].get<std::string>();
   c.architecture = parse_architecture(c.architecture_name, source);
 
-  c.hidden_size = value_or<int64_t>(j, "hidden_size", 0, source);
-  c.intermediate_size = value_or<int64_t>(j, "intermediate_size", 0, source);
-  c.num_layers = value_or<int64_t>(j, "num_hidden_layers", 0, source);
-  c.num_heads = value_or<int64_t>(j, "num_attention_heads", 0, source);
-  c.num_kv_heads = value_or<int64_t>(j, "num_key_value_heads", c.num_heads, source);
-  c.head_dim = value_or<int64_t>(j, "head_dim", 0, source);
+  c.hidden_size = json_value_or<int64_t>(j, "hidden_size", 0, source);
+  c.intermediate_size = json_value_or<int64_t>(j, "intermediate_size", 0, source);
+  c.num_layers = json_value_or<int64_t>(j, "num_hidden_layers", 0, source);
+  c.num_heads = json_value_or<int64_t>(j, "num_attention_heads", 0, source);
+  c.num_kv_heads = json_value_or<int64_t>(j, "num_key_value_heads", c.num_heads, source);
+  c.head_dim = json_value_or<int64_t>(j, "head_dim", 0, source);
   if (c.head_dim == 0 && c.num_heads > 0) c.head_dim = c.hidden_size / c.num_heads;
-  c.vocab_size = value_or<int64_t>(j, "vocab_size", 0, source);
-  c.max_position_embeddings = value_or<int64_t>(j, "max_position_embeddings", 2048, source);
-  c.rms_norm_eps = value_or<double>(j, "rms_norm_eps", 1e-6, source);
+  c.vocab_size = json_value_or<int64_t>(j, "vocab_size", 0, source);
+  c.max_position_embeddings = json_value_or<int64_t>(j, "max_position_embeddings", 2048, source);
+  c.rms_norm_eps = json_value_or<double>(j, "rms_norm_eps", 1e-6, source);
   // Transformers 5 may nest rope_theta inside rope_parameters.
-  c.rope_theta = value_or<double>(j, "rope_theta", 10000.0, source);
+  c.rope_theta = json_value_or<double>(j, "rope_theta", 10000.0, source);
   if (const auto rp = j.find("rope_parameters"); rp != j.end() && rp->is_object()) {
-    c.rope_theta = value_or<double>(*rp, "rope_theta", c.rope_theta, source);
+    c.rope_theta = json_value_or<double>(*rp, "rope_theta", c.rope_theta, source);
     json with_scaling = j;
     if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) with_scaling["rope_scaling"] = *rp;
     c.rope_scaling = parse_rope_scaling(with_scaling, source);
   } else {
     c.rope_scaling = parse_rope_scaling(j, source);
   }
-  c.tie_word_embeddings = value_or<bool>(j, "tie_word_embeddings", false, source);
-  c.torch_dtype = value_or<std::string>(j, "torch_dtype", value_or<std::string>(j, "dtype", "float32", source), source);
+  c.tie_word_embeddings = json_value_or<bool>(j, "tie_word_embeddings", false, source);
+  c.torch_dtype = json_value_or<std::string>(j, "torch_dtype", json_value_or<std::string>(j, "dtype", "float32", source), source);
 
-  const std::string act = value_or<std::string>(j, "hidden_act", "silu", source);
+  const std::string act = json_value_or<std::string>(j, "hidden_act", "silu", source);
   if (act != "silu") throw LoadError(source + ": unsupported hidden_act '" + act + "' (supported: silu)");
 
   switch (c.architecture) {
     case Architecture::kQwen2:
       c.qkv_bias = true;
-      if (value_or<bool>(j, "use_sliding_window", false, source)) {
-        c.sliding_window = value_or<int64_t>(j, "sliding_window", 0, source);
+      if (json_value_or<bool>(j, "use_sliding_window", false, source)) {
+        c.sliding_window = json_value_or<int64_t>(j, "sliding_window", 0, source);
       }
       break;
     case Architecture::kMistral:
       if (j.contains("sliding_window") && !j["sliding_window"].is_null()) {
-        c.sliding_window = value_or<int64_t>(j, "sliding_window", 0, source);
+        c.sliding_window = json_value_or<int64_t>(j, "sliding_window", 0, source);
       }
       break;
     case Architecture::kLlama:
-      c.qkv_bias = c.o_bias = value_or<bool>(j, "attention_bias", false, source);
-      c.mlp_bias = value_or<bool>(j, "mlp_bias", false, source);
+      c.qkv_bias = c.o_bias = json_value_or<bool>(j, "attention_bias", false, source);
+      c.mlp_bias = json_value_or<bool>(j, "mlp_bias", false, source);
       break;
   }
   c.validate(source);
@@ -231,7 +221,7 @@ GenerationConfig GenerationConfig::from_json(const json& j) {
   if (const auto it = j.find("temperature"); it != j.end() && it->is_number()) g.temperature = it->get<double>();
   if (const auto it = j.find("top_p"); it != j.end() && it->is_number()) g.top_p = it->get<double>();
   if (const auto it = j.find("top_k"); it != j.end() && it->is_number_integer()) g.top_k = it->get<int64_t>();
-  g.do_sample = value_or<bool>(j, "do_sample", false, source);
+  g.do_sample = json_value_or<bool>(j, "do_sample", false, source);
   return g;
 }
 

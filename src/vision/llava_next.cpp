@@ -10,6 +10,7 @@
 
 #include "t2/common/errors.hpp"
 #include "t2/model/checkpoint.hpp"
+#include "t2/vision/image_processor.hpp"
 
 namespace t2::vision {
 namespace {
@@ -94,24 +95,7 @@ void LlavaNext::check_size(int64_t height, int64_t width) const {
 }
 
 std::pair<int64_t, int64_t> LlavaNext::best_resolution(int64_t height, int64_t width) const {
-  // HF's select_best_resolution: the most image pixels kept, then the least padding.
-  std::pair<int64_t, int64_t> best;
-  int64_t max_effective = 0;
-  int64_t min_wasted = std::numeric_limits<int64_t>::max();
-  for (const auto& [pin_height, pin_width] : config_.grid_pinpoints) {
-    const double scale = std::min(static_cast<double>(pin_width) / static_cast<double>(width),
-                                  static_cast<double>(pin_height) / static_cast<double>(height));
-    const auto scaled_width = static_cast<int64_t>(static_cast<double>(width) * scale);
-    const auto scaled_height = static_cast<int64_t>(static_cast<double>(height) * scale);
-    const int64_t effective = std::min(scaled_width * scaled_height, width * height);
-    const int64_t wasted = pin_width * pin_height - effective;
-    if (effective > max_effective || (effective == max_effective && wasted < min_wasted)) {
-      max_effective = effective;
-      min_wasted = wasted;
-      best = {pin_height, pin_width};
-    }
-  }
-  return best;
+  return select_best_resolution(height, width, config_.grid_pinpoints);
 }
 
 int64_t LlavaNext::patch_count(int64_t height, int64_t width) const {

@@ -3,23 +3,13 @@
 #include <nlohmann/json.hpp>
 
 #include "t2/common/errors.hpp"
+#include "t2/common/json_fields.hpp"
 #include "t2/model/config.hpp"
 
 namespace t2::vision {
 namespace {
 
 using nlohmann::json;
-
-template <typename T>
-T value_or(const json& j, const char* key, T fallback, const std::string& source) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    throw LoadError(source + ": field '" + key + "' has the wrong type");
-  }
-}
 
 void require_positive(int64_t v, const std::string& name, const std::string& source) {
   if (v <= 0) throw LoadError(source + ": '" + name + "' must be a positive integer");
@@ -42,19 +32,19 @@ VisionConfig parse_vision(const json& j, const std::string& source) {
   }
   if (!it->is_object()) throw LoadError(source + ": vision_config must be an object");
   const json& vc = *it;
-  const std::string model_type = value_or<std::string>(vc, "model_type", "clip_vision_model", source);
+  const std::string model_type = json_value_or<std::string>(vc, "model_type", "clip_vision_model", source);
   if (model_type != "clip_vision_model") {
     throw LoadError(source + ": unsupported vision_config model_type '" + model_type + "' (supported: clip_vision_model)");
   }
-  v.hidden_size = value_or<int64_t>(vc, "hidden_size", v.hidden_size, source);
-  v.intermediate_size = value_or<int64_t>(vc, "intermediate_size", v.intermediate_size, source);
-  v.num_hidden_layers = value_or<int64_t>(vc, "num_hidden_layers", v.num_hidden_layers, source);
-  v.num_attention_heads = value_or<int64_t>(vc, "num_attention_heads", v.num_attention_heads, source);
-  v.image_size = value_or<int64_t>(vc, "image_size", v.image_size, source);
-  v.patch_size = value_or<int64_t>(vc, "patch_size", v.patch_size, source);
-  v.num_channels = value_or<int64_t>(vc, "num_channels", v.num_channels, source);
-  v.layer_norm_eps = value_or<double>(vc, "layer_norm_eps", v.layer_norm_eps, source);
-  v.hidden_act = value_or<std::string>(vc, "hidden_act", v.hidden_act, source);
+  v.hidden_size = json_value_or<int64_t>(vc, "hidden_size", v.hidden_size, source);
+  v.intermediate_size = json_value_or<int64_t>(vc, "intermediate_size", v.intermediate_size, source);
+  v.num_hidden_layers = json_value_or<int64_t>(vc, "num_hidden_layers", v.num_hidden_layers, source);
+  v.num_attention_heads = json_value_or<int64_t>(vc, "num_attention_heads", v.num_attention_heads, source);
+  v.image_size = json_value_or<int64_t>(vc, "image_size", v.image_size, source);
+  v.patch_size = json_value_or<int64_t>(vc, "patch_size", v.patch_size, source);
+  v.num_channels = json_value_or<int64_t>(vc, "num_channels", v.num_channels, source);
+  v.layer_norm_eps = json_value_or<double>(vc, "layer_norm_eps", v.layer_norm_eps, source);
+  v.hidden_act = json_value_or<std::string>(vc, "hidden_act", v.hidden_act, source);
   const std::string field = source + ": vision_config";
   require_positive(v.hidden_size, "vision_config.hidden_size", source);
   require_positive(v.intermediate_size, "vision_config.intermediate_size", source);
@@ -86,16 +76,16 @@ LlavaNextConfig LlavaNextConfig::from_json(const json& j, const std::string& sou
   c.vision = parse_vision(j, source);
   c.text_hidden_size = model::ModelConfig::from_json(j, source).hidden_size;
   // Transformers reads either spelling (image_token_id is an alias of image_token_index).
-  c.image_token_id = value_or<int64_t>(j, "image_token_index", value_or<int64_t>(j, "image_token_id", c.image_token_id, source), source);
+  c.image_token_id = json_value_or<int64_t>(j, "image_token_index", json_value_or<int64_t>(j, "image_token_id", c.image_token_id, source), source);
   if (const auto layer = j.find("vision_feature_layer"); layer != j.end() && layer->is_array()) {
     throw LoadError(source + ": vision_feature_layer as a list (features of several layers concatenated) is unsupported");
   }
-  c.vision_feature_layer = value_or<int>(j, "vision_feature_layer", c.vision_feature_layer, source);
+  c.vision_feature_layer = json_value_or<int>(j, "vision_feature_layer", c.vision_feature_layer, source);
   if (c.vision_feature_layer > c.vision.num_hidden_layers || c.vision_feature_layer < -(c.vision.num_hidden_layers + 1)) {
     throw LoadError(source + ": vision_feature_layer " + std::to_string(c.vision_feature_layer) + " is outside the " +
                     std::to_string(c.vision.num_hidden_layers + 1) + " hidden states of the vision tower");
   }
-  c.select_strategy = value_or<std::string>(j, "vision_feature_select_strategy", c.select_strategy, source);
+  c.select_strategy = json_value_or<std::string>(j, "vision_feature_select_strategy", c.select_strategy, source);
   if (c.select_strategy == "full") {
     // Each tile would keep its CLS token and no longer form a square grid of patch features.
     throw LoadError(source + ": vision_feature_select_strategy 'full' keeps CLIP's CLS token, which anyres packing "
@@ -104,11 +94,11 @@ LlavaNextConfig LlavaNextConfig::from_json(const json& j, const std::string& sou
   if (c.select_strategy != "default") {
     throw LoadError(source + ": unknown vision_feature_select_strategy '" + c.select_strategy + "' (supported: default)");
   }
-  c.projector_act = value_or<std::string>(j, "projector_hidden_act", c.projector_act, source);
+  c.projector_act = json_value_or<std::string>(j, "projector_hidden_act", c.projector_act, source);
   if (!is_supported_activation(c.projector_act)) {
     throw LoadError(source + ": projector_hidden_act '" + c.projector_act + "' is unsupported (supported: gelu, quick_gelu)");
   }
-  c.projector_bias = value_or<bool>(j, "multimodal_projector_bias", c.projector_bias, source);
+  c.projector_bias = json_value_or<bool>(j, "multimodal_projector_bias", c.projector_bias, source);
   const auto pinpoints = j.find("image_grid_pinpoints");
   if (pinpoints == j.end() || pinpoints->is_null()) {
     c.grid_pinpoints = {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};

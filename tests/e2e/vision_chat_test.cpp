@@ -74,6 +74,23 @@ json image_chat(const json& image, bool stream = false) {
           {"max_tokens", kMaxTokens}, {"temperature", 0}, {"stream", stream}};
 }
 
+// The served checkpoint loaded in-process (float32, CPU): what the engine and training run.
+struct ServedParts {
+  t2::model::Transformer model = t2::model::Transformer::load(served_model(), {});
+  t2::vision::LlavaNext vision = t2::vision::LlavaNext::load(served_model(), {});
+  t2::vision::ImageProcessor processor{t2::vision::ProcessorConfig::from_model_dir(served_model())};
+  t2::tokenizer::Tokenizer tok = t2::tokenizer::Tokenizer::load(served_model());
+  t2::train::Vision parts{vision, processor};
+
+  // The question about the fixture's photos, as a task record with images becomes.
+  t2::train::ModelPrompt question_about(const std::vector<std::string>& photos) const {
+    t2::train::Example example;
+    example.prompt = kQuestion;
+    for (const auto& photo : photos) example.images.push_back(llava_dir() / "images" / photo);
+    return t2::train::model_prompt(tok, example, &parts);
+  }
+};
+
 class VisionServer : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -102,10 +119,8 @@ class VisionServer : public ::testing::Test {
   // What the engine generates for the chat from HF's pixel values of `which` ("png" or "jpg").
   static std::pair<std::string, int64_t> engine_reference(const std::string& which) {
     c10::InferenceMode guard;
-    const t2::model::Placement cpu;
-    const auto model = t2::model::Transformer::load(served_model(), cpu);
-    const auto vision = t2::vision::LlavaNext::load(served_model(), cpu);
-    const auto tok = t2::tokenizer::Tokenizer::load(served_model());
+    const ServedParts served;
+    const auto& [model, vision, processor, tok, parts] = served;
     const auto reference = t2::model::SafetensorsFile::open(llava_dir() / "served_pixels.safetensors");
     const at::Tensor sizes = reference.find("image_sizes_" + which)->to_tensor();
     t2::vision::PromptImage image;
@@ -251,7 +266,8 @@ TEST(VisionRemoteImages, FetchedOnlyFromAllowedHostsWithoutRedirectsAndUnderTheS
   const int port = images.port;
   t2::testing::ServerProcess server({"--model", served_model().string(), "--experts-dir", t2::testing::fresh_dir("remote-experts").string(),
                                      "--targets", "none", "--image-url-host", "127.0.0.1", "--max-image-fetch-bytes",
-                                     std::to_string(png.size() + 1024)});
+                                     std::to_string(png.size() + 1024), "--dispatch-template",
+                                     std::string(T2_SOURCE_DIR) + "/configs/dispatch/prompt.txt"});
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
   httplib::Client c("127.0.0.1", server.port());
   c.set_read_timeout(60, 0);
@@ -310,16 +326,9 @@ std::filesystem::path image_task(bool with_images) {
 TEST(VisionTraining, TrainingScoresAnImagePromptAsTheEngineGeneratesFromIt) {
   T2_REQUIRE_PATH(served_model() / "config.json");
   c10::InferenceMode guard;
-  const t2::model::Placement cpu;
-  const auto model = t2::model::Transformer::load(served_model(), cpu);
-  const auto vision = t2::vision::LlavaNext::load(served_model(), cpu);
-  const t2::vision::ImageProcessor processor(t2::vision::ProcessorConfig::from_model_dir(served_model()));
-  const auto tok = t2::tokenizer::Tokenizer::load(served_model());
-  const t2::train::Vision parts{vision, processor};
-  t2::train::Example example;
-  example.prompt = kQuestion;
-  example.images = {llava_dir() / "images" / "photo.png"};
-  const t2::train::ModelPrompt prompt = t2::train::model_prompt(tok, example, &parts);
+  const ServedParts served;
+  const auto& [model, vision, processor, tok, parts] = served;
+  const t2::train::ModelPrompt prompt = served.question_about({"photo.png"});
   ASSERT_EQ(prompt.images.size(), 1u);
   EXPECT_EQ(prompt.images[0].length, vision.feature_count(30, 48));
 
@@ -409,16 +418,9 @@ TEST(VisionTraining, ATextModelRefusesATaskWithImages) {
 TEST(VisionEngine, AnImageEncodesWithinTheStepBudgetWhileTextKeepsDecoding) {
   T2_REQUIRE_PATH(served_model() / "config.json");
   c10::InferenceMode guard;
-  const t2::model::Placement cpu;
-  const auto model = t2::model::Transformer::load(served_model(), cpu);
-  const auto vision = t2::vision::LlavaNext::load(served_model(), cpu);
-  const t2::vision::ImageProcessor processor(t2::vision::ProcessorConfig::from_model_dir(served_model()));
-  const auto tok = t2::tokenizer::Tokenizer::load(served_model());
-  const t2::train::Vision parts{vision, processor};
-  t2::train::Example example;
-  example.prompt = kQuestion;
-  example.images = {llava_dir() / "images" / "photo.png", llava_dir() / "images" / "photo.jpg"};
-  const t2::train::ModelPrompt prompt = t2::train::model_prompt(tok, example, &parts);
+  const ServedParts served;
+  const auto& [model, vision, processor, tok, parts] = served;
+  const t2::train::ModelPrompt prompt = served.question_about({"photo.png", "photo.jpg"});
 
   constexpr int64_t kBudget = 32;  // below one image's encoder tokens: each image gets a step of its own
   t2::engine::Engine engine(model, tok, {tok.eos_id()}, {2, 0, kBudget}, nullptr, &vision);
