@@ -182,6 +182,8 @@ def run_t2(args):
         # The window in which every text stream decodes: from the last one's 8th token to the first one's end.
         start = max(s.token_times()[7] for s in streams)
         end = min(s.token_times()[-1] for s in streams)
+        if end <= start:
+            raise SystemExit("the text streams never decoded together; raise --gen")
         tokens = sum(sum(1 for t in s.token_times() if start < t <= end) for s in streams + images)
         gaps = [b[0] - a[0] for s in streams for a, b in zip(s.arrivals, s.arrivals[1:]) if a[0] >= start]
         steps, took = engine_steps(args.url) - steps_before, time.perf_counter() - began
