@@ -234,6 +234,7 @@ void run_bench(const BenchOptions& o) {
   }();
   const double load_s = seconds_since(load_start);
   const model::ModelConfig& config = transformer.config();
+  choose_compute_threads(config, placement);
   const auto engine_options = [&](const BenchOptions& ob, bool dense_fast_path) {
     engine::EngineOptions e{ob.batch, ob.prompt_tokens + ob.gen_tokens + 1, std::max<int64_t>(2048, ob.batch * ob.prompt_tokens), 0};
     e.dense_fast_path = dense_fast_path;

@@ -36,6 +36,7 @@ void run_generate(GenerateOptions o) {
   o.model_dir = model::resolve_model(o.model_dir).string();  // ORG/NAME is pulled from the Hub first
   const model::Placement placement = o.placement.placement();
   const model::Transformer transformer = model::Transformer::load(o.model_dir, placement);
+  choose_compute_threads(transformer.config(), placement);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(o.model_dir);
   const model::GenerationConfig generation = model::GenerationConfig::from_model_dir(o.model_dir);
 

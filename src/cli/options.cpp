@@ -1,6 +1,9 @@
 #include "options.hpp"
 
+#include <cstdlib>
 #include <iostream>
+
+#include <ATen/Parallel.h>
 
 #include "t2/common/errors.hpp"
 #include "t2/common/log.hpp"
@@ -73,6 +76,12 @@ std::shared_ptr<const model::ProjectionSet> adapted_weights(const model::Transfo
   std::cerr << "[t2] adaptation " << adaptation.key() << ": SVD cache " << loaded.path.string()
             << (loaded.built ? " (built)" : " (reused)") << ", composed in " << store.stats().compose_seconds << " s\n";
   return weights;
+}
+
+void choose_compute_threads(const model::ModelConfig& config, const model::Placement& placement) {
+  constexpr int64_t kSmallHiddenSize = 1024;
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
+  if (placement.device.is_cuda() || config.hidden_size < kSmallHiddenSize) at::set_num_threads(1);
 }
 
 }  // namespace t2::cli

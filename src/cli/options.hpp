@@ -20,6 +20,13 @@ struct PlacementOptions {
   model::Placement placement() const { return model::Placement::parse(device, dtype); }
 };
 
+// Intra-op threads for `config` on `placement`, unless OMP_NUM_THREADS chose:
+// one on CUDA (the host only launches kernels), and one for models with a
+// hidden size below 1024 on the CPU, where a second thread gains nothing and
+// spinning threads stall on a busy machine (bench/RESULTS.md). Larger CPU
+// models keep libtorch's default; set OMP_WAIT_POLICY=PASSIVE for a shared machine.
+void choose_compute_threads(const model::ModelConfig& config, const model::Placement& placement);
+
 // Where SVD caches and experts live.
 struct SvfOptions {
   std::string experts_dir = "experts";

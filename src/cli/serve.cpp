@@ -3,13 +3,10 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <thread>
-
-#include <ATen/Parallel.h>
 
 #include "commands.hpp"
 #include "options.hpp"
@@ -68,12 +65,8 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
   dispatch::Strategy default_strategy = dispatch::Strategy::kNone;
   try {
     const model::Placement placement = model::Placement::parse(c.device, c.dtype);
-    if (placement.device.is_cuda() && std::getenv("OMP_NUM_THREADS") == nullptr) {
-      // On the GPU the host only does bookkeeping between launches; an intra-op
-      // thread pool there just spins against the HTTP threads (OMP_NUM_THREADS overrides).
-      at::set_num_threads(1);
-    }
     s.model.emplace(model::Transformer::load(c.model_dir, placement));
+    choose_compute_threads(s.model->config(), placement);
     std::shared_ptr<const vision::ImageProcessor> image_processor;
     if (vision::is_llava_next(c.model_dir)) {
       s.vision.emplace(vision::LlavaNext::load(c.model_dir, placement));

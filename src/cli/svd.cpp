@@ -19,6 +19,7 @@ void run_svd(const SvdOptions& o) {
   // The factors are float32 whatever the serving dtype; load the weights so.
   const model::Placement placement = o.placement.placement();
   const model::Transformer transformer = model::Transformer::load(o.model_dir, placement);
+  choose_compute_threads(transformer.config(), placement);
   const std::string fingerprint = model::checkpoint_fingerprint(o.model_dir);
   const auto loaded = svf::SvdCache::load_or_build(transformer, fingerprint, svf::parse_targets(o.svf.targets),
                                                    o.svf.cache_path(), placement.device);

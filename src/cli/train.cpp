@@ -66,6 +66,7 @@ struct Loaded {
   Loaded(const std::string& model_arg, const PlacementOptions& placement, const SvfOptions& svf) {
     model_dir = model::resolve_model(model_arg);
     model.emplace(model::Transformer::load(model_dir, placement.placement()));
+    choose_compute_threads(model->config(), model->placement());
     vision.emplace(model_dir, placement.placement());
     tokenizer.emplace(tokenizer::Tokenizer::load(model_dir));
     eos = model::GenerationConfig::from_model_dir(model_dir).eos_token_ids;
@@ -232,6 +233,7 @@ struct EvalCommand {
     if (!strategy.empty()) return run_two_pass(t, examples);
     const auto dir = model::resolve_model(model_dir);
     const model::Transformer m = model::Transformer::load(dir, placement.placement());
+    choose_compute_threads(m.config(), m.placement());
     const VisionParts vision(dir, placement.placement());
     const auto tok = tokenizer::Tokenizer::load(dir);
     const auto weights = adapted_weights(m, dir, svf, adaptation);
