@@ -6,8 +6,6 @@ Run by CTest: openai_client_test.py --t2 BUILD/t2 --stories models/stories260K -
 import argparse
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +13,8 @@ import unittest
 
 import openai
 import torch
+
+from t2_process import T2Server
 
 ARGS = None
 API_KEY = "sk-t2-e2e"
@@ -45,26 +45,14 @@ class OpenAIClientTest(unittest.TestCase):
         meta["dispatch"] = "target"  # a category of pass 1, so requests that name no expert are dispatched
         with open(meta_path, "w") as f:
             json.dump(meta, f)
-        cls.server = subprocess.Popen(
-            [ARGS.t2, "serve", "--model", model, "--experts-dir", experts, "--host", "127.0.0.1", "--port", "0",
-             "--cache-dir", os.path.join(cls.tmp.name, "cache"), "--api-key", API_KEY,
-             "--dispatch-template", os.path.join(ARGS.source, "configs", "dispatch", "prompt.txt")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        port = None
-        for line in cls.server.stdout:
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-            if "t2 ready" in line:
-                break
-        if port is None:
-            raise RuntimeError("the server did not start")
-        cls.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0)
+        cls.server = T2Server(ARGS.t2, [
+            "--model", model, "--experts-dir", experts, "--cache-dir", os.path.join(cls.tmp.name, "cache"),
+            "--api-key", API_KEY, "--dispatch-template", os.path.join(ARGS.source, "configs", "dispatch", "prompt.txt")])
+        cls.client = openai.OpenAI(base_url=cls.server.url, api_key=API_KEY, max_retries=0)
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.send_signal(signal.SIGTERM)
-        cls.server.communicate(timeout=60)
+        cls.server.stop()
         cls.tmp.cleanup()
 
     def test_completion(self):

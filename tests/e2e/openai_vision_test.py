@@ -8,13 +8,13 @@ Run by CTest: openai_vision_test.py --t2 BUILD/t2 --llava REFERENCE/llava --sour
 import argparse
 import base64
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import unittest
 
 import openai
+
+from t2_process import T2Server
 
 ARGS = None
 
@@ -34,26 +34,15 @@ class OpenAIVisionTest(unittest.TestCase):
     def setUpClass(cls):
         model = os.path.join(ARGS.llava, "served")
         cls.tmp = tempfile.TemporaryDirectory()
-        cls.server = subprocess.Popen(
-            [ARGS.t2, "serve", "--model", model, "--experts-dir", os.path.join(cls.tmp.name, "experts"),
-             "--host", "127.0.0.1", "--port", "0", "--cache-dir", os.path.join(cls.tmp.name, "cache"),
-             "--dispatch-template", os.path.join(ARGS.source, "configs", "dispatch", "prompt.txt")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        port = None
-        for line in cls.server.stdout:
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-            if "t2 ready" in line:
-                break
-        if port is None:
-            raise RuntimeError("t2 serve did not start")
-        cls.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        cls.server = T2Server(ARGS.t2, [
+            "--model", model, "--experts-dir", os.path.join(cls.tmp.name, "experts"),
+            "--cache-dir", os.path.join(cls.tmp.name, "cache"),
+            "--dispatch-template", os.path.join(ARGS.source, "configs", "dispatch", "prompt.txt")])
+        cls.client = openai.OpenAI(base_url=cls.server.url, api_key="unused", max_retries=0)
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.terminate()
-        cls.server.wait(timeout=30)
+        cls.server.stop()
         cls.tmp.cleanup()
 
     def test_image_chat_streamed_and_not(self):
