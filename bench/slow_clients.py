@@ -11,13 +11,7 @@ connects. Usage:
 """
 import argparse, json, socket, threading, time, http.client
 
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return -1
+from process_stats import rss_mb
 
 
 def fresh(port):

@@ -8,13 +8,7 @@ and passes when the last sample is within 10% of the one after the first minute.
 """
 import argparse, json, random, threading, time, http.client
 
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return -1
+from process_stats import rss_mb
 
 
 def client(port, deadline, seed, counts, lock):

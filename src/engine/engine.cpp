@@ -89,34 +89,32 @@ void Engine::check_images(const GenerationRequest& request) const {
   // Placeholders must be exactly the images' spans: a stray one would embed as an untrained token.
   const int64_t placeholder = vision_->image_token_id();
   const auto n = static_cast<int64_t>(request.prompt.size());
+  std::vector<bool> in_span(static_cast<size_t>(n), false);
   int64_t covered = 0;
   for (const vision::PromptImage& image : request.images) {
     if (image.offset < covered || image.length <= 0 || image.offset + image.length > n) {
       throw InvalidArgument("images", "image spans must be in order and inside the prompt");
     }
-    if (image.length != vision_->feature_count(image.height, image.width)) {
+    const int64_t features = vision_->feature_count(image.height, image.width);
+    if (image.length != features) {
       throw InvalidArgument("images", "an image of " + std::to_string(image.width) + "x" + std::to_string(image.height) +
-                                          " has " + std::to_string(vision_->feature_count(image.height, image.width)) +
-                                          " features, not " + std::to_string(image.length));
+                                          " has " + std::to_string(features) + " features, not " + std::to_string(image.length));
     }
     if (!image.pixel_values.defined() || image.pixel_values.dim() != 4 ||
         image.pixel_values.size(0) != vision_->patch_count(image.height, image.width)) {
       throw InvalidArgument("images", "pixel values do not match the image processor's tiling for this size");
     }
-    for (int64_t i = covered; i < image.offset; ++i) {
-      if (request.prompt[static_cast<size_t>(i)] == placeholder) {
-        throw InvalidArgument("prompt", "token " + std::to_string(placeholder) + " is the image placeholder; images are sent as image_url content parts");
-      }
-    }
-    for (int64_t i = image.offset; i < image.offset + image.length; ++i) {
-      if (request.prompt[static_cast<size_t>(i)] != placeholder) throw InvalidArgument("images", "an image span holds other tokens than the placeholder");
-    }
+    std::fill(in_span.begin() + image.offset, in_span.begin() + image.offset + image.length, true);
     covered = image.offset + image.length;
   }
-  for (int64_t i = covered; i < n; ++i) {
-    if (request.prompt[static_cast<size_t>(i)] == placeholder) {
-      throw InvalidArgument("prompt", "token " + std::to_string(placeholder) + " is the image placeholder; images are sent as image_url content parts");
+  for (int64_t i = 0; i < n; ++i) {
+    const bool is_placeholder = request.prompt[static_cast<size_t>(i)] == placeholder;
+    if (is_placeholder == in_span[static_cast<size_t>(i)]) continue;
+    if (is_placeholder) {
+      throw InvalidArgument("prompt", "token " + std::to_string(placeholder) +
+                                          " is the image placeholder; images are sent as image_url content parts");
     }
+    throw InvalidArgument("images", "an image span holds other tokens than the placeholder");
   }
 }
 

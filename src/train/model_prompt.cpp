@@ -44,13 +44,18 @@ std::vector<ModelPrompt> model_prompts(const tokenizer::Tokenizer& tokenizer, co
   return out;
 }
 
-at::Tensor embeddings_with_images(const model::Transformer& model, const vision::LlavaNext& vision,
-                                  const std::vector<int64_t>& tokens, const std::vector<vision::PromptImage>& images) {
+void place_image_features(const vision::LlavaNext& vision, at::Tensor embeddings,
+                          const std::vector<vision::PromptImage>& images) {
   at::NoGradGuard no_grad;
-  at::Tensor embeddings = model.embed(tokens);
   for (const auto& image : images) {
     embeddings.narrow(0, image.offset, image.length).copy_(vision.encode(image.pixel_values, image.height, image.width));
   }
+}
+
+at::Tensor embeddings_with_images(const model::Transformer& model, const vision::LlavaNext& vision,
+                                  const std::vector<int64_t>& tokens, const std::vector<vision::PromptImage>& images) {
+  at::Tensor embeddings = model.embed(tokens);
+  place_image_features(vision, embeddings, images);
   return embeddings;
 }
 

@@ -75,8 +75,7 @@ SequenceScores score_completions(const model::Transformer& model, const model::P
     if (prompts[b].images.empty()) continue;
     if (vision == nullptr) throw InvalidArgument("images", "prompts with images need the vision model");
     if (!embeddings.defined()) embeddings = model.embed(grid).view({B, T, -1});
-    const std::vector<int64_t> row(grid.begin() + b * T, grid.begin() + (b + 1) * T);
-    embeddings[b].copy_(embeddings_with_images(model, *vision, row, prompts[b].images));
+    place_image_features(*vision, embeddings[b], prompts[b].images);
   }
   const at::Tensor logp = model.forward_full(tokens, lengths, weights, embeddings).log_softmax(-1);  // [B, T, V]
   out.log_likelihood = (logp.gather(-1, target).squeeze(-1) * m).sum(-1);

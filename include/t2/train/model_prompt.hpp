@@ -34,8 +34,11 @@ ModelPrompt model_prompt(const tokenizer::Tokenizer& tokenizer, const Example& e
 std::vector<ModelPrompt> model_prompts(const tokenizer::Tokenizer& tokenizer, const std::vector<Example>& examples,
                                        const Vision* vision);
 
-// The input embeddings [T, hidden] of `tokens` with the images' features in
-// their spans (no gradient: the vision tower is not adapted).
+// Writes the images' features into their spans of `embeddings` [T, hidden]
+// (no gradient: the vision tower is not adapted).
+void place_image_features(const vision::LlavaNext& vision, at::Tensor embeddings,
+                          const std::vector<vision::PromptImage>& images);
+// The input embeddings [T, hidden] of `tokens` with the images' features in their spans.
 at::Tensor embeddings_with_images(const model::Transformer& model, const vision::LlavaNext& vision,
                                   const std::vector<int64_t>& tokens, const std::vector<vision::PromptImage>& images);
 
