@@ -14,6 +14,15 @@ bool is_greedy(const SamplingParams& p) {
   return (p.temperature == 0.0 || p.top_k == 1) && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0;
 }
 
+EngineOptions resolve(EngineOptions options, const model::Placement& placement) {
+  if (options.decode_path == DecodePath::kAuto) {
+    options.decode_path = placement.device.is_cuda() ? DecodePath::kGraphs : DecodePath::kEager;
+  }
+  return options;
+}
+
+bool uses_runner(const EngineOptions& options) { return options.decode_path != DecodePath::kEager; }
+
 }  // namespace
 
 const char* to_string(FinishReason reason) {
@@ -30,15 +39,19 @@ Engine::Engine(const model::Transformer& model, std::optional<tokenizer::Tokeniz
     : model_(model),
       tokenizer_(std::move(tokenizer)),
       eos_token_ids_(std::move(eos_token_ids)),
-      options_(options),
+      options_(resolve(options, model.placement())),
       store_(store),
       vision_(vision),
-      cache_(model.config(), options.max_sequences + options.scratch_slots,
+      // One more slot for the decode runner's padding rows.
+      cache_(model.config(), options.max_sequences + options.scratch_slots + (uses_runner(options_) ? 1 : 0),
              options.context_length > 0 ? std::min(options.context_length, model.config().max_position_embeddings)
                                         : model.config().max_position_embeddings,
              model.placement()) {
   if (options_.max_step_tokens < options_.max_sequences) {
     throw InvalidArgument("max_step_tokens", "the step token budget must cover one decode token per sequence");
+  }
+  if (uses_runner(options_)) {
+    runner_.emplace(model_, cache_, options_.max_sequences, options_.decode_path == DecodePath::kGraphs);
   }
   // One slot per row a step can hold at most, plus the base.
   if (store_ != nullptr && !store_->factors().empty()) {
@@ -278,14 +291,9 @@ StepOutput Engine::step() {
   try {
     plan_prefill(rows, budget, out);  // may run the image encoder
     if (rows.empty()) return out;
-    std::vector<model::Chunk> chunks;
-    for (const Row& row : rows) {
-      chunks.push_back(row.chunk);
-      out.tokens_run += static_cast<int64_t>(row.chunk.tokens.size());
-    }
+    for (const Row& row : rows) out.tokens_run += static_cast<int64_t>(row.chunk.tokens.size());
     out.rows = static_cast<int64_t>(rows.size());
-    const model::AdapterBatch weights = weights_for(rows, out);
-    logits = model_.forward(chunks, cache_, weights);
+    logits = run_forward(rows, weights_for(rows, out), out);
     // NaN or Inf (broken weights, an adapter that overflows) would be sampled as garbage: fail the step instead.
     if (!at::isfinite(logits).all().item<bool>()) {
       throw Error("the model produced non-finite logits (NaN or Inf) in this step; its requests are failed");
@@ -334,18 +342,27 @@ void Engine::plan_prefill(std::vector<Row>& rows, int64_t& budget, StepOutput& o
   }
 }
 
-model::AdapterBatch Engine::weights_for(const std::vector<Row>& rows, StepOutput& out) {
+model::StepWeights Engine::weights_for(const std::vector<Row>& rows, StepOutput& out) {
   std::map<std::string, const std::shared_ptr<const svf::Adapter>*> distinct;
   for (const Row& row : rows) distinct.emplace(row.adapter ? row.adapter->id() : "base", &row.adapter);
   if (distinct.size() == 1) {
     const std::shared_ptr<const svf::Adapter>& only = *distinct.begin()->second;
-    if (!only) return model::AdapterBatch(model_.base_projections());
-    if (only->dense) return model::AdapterBatch(*only->dense);
+    model::StepWeights dense;
+    if (!only) {
+      dense.dense = &model_.base_projections();
+      return dense;
+    }
+    if (only->dense) {
+      dense.dense = only->dense.get();
+      dense.owner = only->dense;
+      return dense;
+    }
     if (store_ != nullptr && options_.dense_fast_path) {
       if (auto composed = store_->dense(*only)) {
-        // The store may evict it meanwhile; this reference keeps it for the step.
-        dense_hold_ = std::move(composed);
-        return model::AdapterBatch(*dense_hold_);
+        // The store may evict it meanwhile; `owner` keeps it for the step.
+        dense.dense = composed.get();
+        dense.owner = std::move(composed);
+        return dense;
       }
       // Alone in the batch: worth its dense fast path, composed off this thread.
       store_->compose_in_background(only);
@@ -354,7 +371,9 @@ model::AdapterBatch Engine::weights_for(const std::vector<Row>& rows, StepOutput
   if (!table_) throw InvalidArgument("adapter", "rows with different adaptations need the SVD factors (an adapter store)");
   // The factored path: every row's scale row in the table.
   table_->begin_step();
-  std::vector<bool> adapted(static_cast<size_t>(model_.config().num_layers * model::kNumProjections), false);
+  model::StepWeights factored;
+  factored.table = &table_->factor_table();
+  factored.adapted.assign(static_cast<size_t>(model_.config().num_layers * model::kNumProjections), false);
   std::map<std::string, int64_t> slots;
   for (const auto& [id, adapter] : distinct) {
     if (!*adapter) {
@@ -365,16 +384,31 @@ model::AdapterBatch Engine::weights_for(const std::vector<Row>& rows, StepOutput
       throw InvalidArgument("adapter", "adapter '" + (*adapter)->key + "' has dense weights only and cannot share a step");
     }
     slots[id] = table_->slot_for(**adapter);
-    table_->mark_adapted(**adapter, adapted);
+    table_->mark_adapted(**adapter, factored.adapted);
   }
-  std::vector<int64_t> token_slots;
   for (const Row& row : rows) {
     const int64_t slot = slots.at(row.adapter ? row.adapter->id() : "base");
-    token_slots.insert(token_slots.end(), row.chunk.tokens.size(), slot);
+    factored.token_slots.insert(factored.token_slots.end(), row.chunk.tokens.size(), slot);
   }
   out.factored = true;
-  return model::AdapterBatch::factored(model_.base_projections(), table_->factor_table(), token_slots, std::move(adapted),
-                                       model_.placement().device);
+  return factored;
+}
+
+at::Tensor Engine::run_forward(const std::vector<Row>& rows, const model::StepWeights& weights, StepOutput& out) {
+  const bool decode_only = std::all_of(rows.begin(), rows.end(), [](const Row& row) {
+    return row.chunk.tokens.size() == 1 && row.chunk.logits == 1 && !row.chunk.embeddings.defined();
+  });
+  if (runner_ && decode_only && static_cast<int64_t>(rows.size()) <= runner_->buckets().back()) {
+    std::vector<model::DecodeRow> decode_rows;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      decode_rows.push_back({rows[i].chunk.slot, rows[i].chunk.tokens[0], weights.dense ? 0 : weights.token_slots[i]});
+    }
+    out.fixed_shape = true;
+    return runner_->run(decode_rows, weights);
+  }
+  std::vector<model::Chunk> chunks;
+  for (const Row& row : rows) chunks.push_back(row.chunk);
+  return model_.forward(chunks, cache_, model::AdapterBatch::bind(weights, model_.base_projections(), model_.placement().device));
 }
 
 void Engine::emit(const std::vector<Row>& rows, const at::Tensor& all_logits, StepOutput& out) {

@@ -6,25 +6,30 @@
 
 namespace t2::model {
 
-AdapterBatch AdapterBatch::factored(const ProjectionSet& base, const FactorTable& table,
-                                    const std::vector<int64_t>& token_slots, std::vector<bool> adapted,
-                                    at::Device device) {
+AdapterBatch AdapterBatch::factored(const ProjectionSet& base, const FactorTable& table, at::Tensor token_slots,
+                                    std::vector<bool> adapted, std::optional<int64_t> shared_slot) {
   if (static_cast<int64_t>(table.size()) != base.num_layers() ||
       static_cast<int64_t>(adapted.size()) != base.num_layers() * kNumProjections) {
     throw InvalidArgument("adapters", "the factor table does not match the model's layers");
   }
-  if (token_slots.empty()) throw InvalidArgument("adapters", "a factored batch needs its tokens' slots");
+  if (!shared_slot && !token_slots.defined()) throw InvalidArgument("adapters", "a factored batch needs its tokens' slots");
   AdapterBatch batch;
   batch.dense_ = &base;
   batch.table_ = &table;
   batch.adapted_ = std::move(adapted);
-  const bool shared = std::all_of(token_slots.begin(), token_slots.end(), [&](int64_t s) { return s == token_slots[0]; });
-  if (shared) {
-    batch.shared_slot_ = token_slots[0];
-  } else {
-    batch.token_slots_ = at::tensor(token_slots, at::kLong).to(device);
-  }
+  batch.token_slots_ = std::move(token_slots);
+  batch.shared_slot_ = shared_slot.value_or(-1);
   return batch;
+}
+
+AdapterBatch AdapterBatch::bind(const StepWeights& w, const ProjectionSet& base, at::Device device) {
+  if (w.dense != nullptr) return AdapterBatch(*w.dense);
+  if (w.table == nullptr || w.token_slots.empty()) throw InvalidArgument("adapters", "a factored batch needs its tokens' slots");
+  const std::vector<int64_t>& slots = w.token_slots;
+  if (std::all_of(slots.begin(), slots.end(), [&](int64_t s) { return s == slots[0]; })) {
+    return factored(base, *w.table, at::Tensor(), w.adapted, slots[0]);
+  }
+  return factored(base, *w.table, at::tensor(slots, at::kLong).to(device), w.adapted);
 }
 
 at::Tensor AdapterBatch::project(int64_t layer, Projection p, const at::Tensor& x, const at::Tensor& bias) const {

@@ -4,13 +4,14 @@
 #include <cmath>
 
 #include "t2/common/errors.hpp"
+#include "t2/model/decode_attention.hpp"
 
 namespace t2::model {
 
 // Chunks whose queries attend as one [B, T] grid over keys [0, L): the
 // decode tokens of a step form one group, the longer chunks another, so a
 // long prompt pads none of the single-token rows.
-struct AttentionGroup {
+struct Transformer::AttentionGroup {
   int64_t batch = 0, length = 0, key_length = 0;  // B, T, L
   // Grid cell -> packed token (padding repeats a chunk's last token); undefined
   // when the grid is exactly packed tokens [offset, offset + B * T).
@@ -21,6 +22,8 @@ struct AttentionGroup {
   at::Tensor mask;           // [B, 1, G * T, L] bool, true = may attend (G query heads per KV head)
   at::Tensor read_slots;     // [B] cache slots, or undefined when they are first_slot.. contiguous
   int64_t first_slot = 0;
+  // Single-token rows on the decode kernel (instead of `mask`): their slots and visible keys.
+  at::Tensor kernel_slots, key_lengths;
 };
 
 // Everything about where the N packed tokens of one call sit.
@@ -117,9 +120,7 @@ at::Tensor Transformer::attend(int64_t layer, const at::Tensor& q, const at::Ten
   const int64_t N = attn.tokens;
   const int64_t H = config_.num_heads;
   const int64_t KV = config_.num_kv_heads;
-  const int64_t G = H / KV;
   const int64_t D = config_.head_dim;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   if (cache != nullptr) {
     at::Tensor& cache_k = cache->keys(layer);
     at::Tensor& cache_v = cache->values(layer);
@@ -129,33 +130,14 @@ at::Tensor Transformer::attend(int64_t layer, const at::Tensor& q, const at::Ten
   }
   at::Tensor out;
   for (const AttentionGroup& g : attn.groups) {
-    const int64_t B = g.batch, T = g.length, L = g.key_length;
+    const int64_t B = g.batch, T = g.length;
     const auto grid = [&](const at::Tensor& x) {
       return (g.gather.defined() ? x.index_select(0, g.gather) : x.narrow(0, g.offset, B * T)).view({B, T, -1, D});
     };
-    at::Tensor keys, values;  // [B, KV, L, D]
-    if (cache != nullptr) {
-      const at::Tensor& cache_k = cache->keys(layer);
-      const at::Tensor& cache_v = cache->values(layer);
-      if (g.read_slots.defined()) {
-        keys = cache_k.narrow(1, 0, L).index_select(0, g.read_slots);
-        values = cache_v.narrow(1, 0, L).index_select(0, g.read_slots);
-      } else {
-        keys = cache_k.narrow(0, g.first_slot, B).narrow(1, 0, L);
-        values = cache_v.narrow(0, g.first_slot, B).narrow(1, 0, L);
-      }
-    } else {
-      keys = grid(k);
-      values = grid(v);
-    }
-    // Grouped-query attention without copying K/V: the G query heads that
-    // share a KV head are stacked along the query axis.
-    const at::Tensor grouped_q = grid(q).view({B, T, KV, G, D}).permute({0, 2, 3, 1, 4}).reshape({B, KV, G * T, D});
-    const at::Tensor o = at::scaled_dot_product_attention(grouped_q, keys.transpose(1, 2), values.transpose(1, 2), g.mask,
-                                                          0.0, false, scale)
-                             .view({B, KV, G, T, D})
-                             .permute({0, 3, 1, 2, 4})
-                             .reshape({B * T, H * D});
+    const at::Tensor o = g.key_lengths.defined()
+                             ? decode_attention(grid(q).view({B, H, D}), cache->keys(layer), cache->values(layer),
+                                                g.kernel_slots, g.key_lengths, config_.sliding_window, attention_scale())
+                             : attend_masked(layer, grid(q), grid(k), grid(v), g, cache);
     if (attn.groups.size() == 1 && !g.gather.defined() && B * T == N) return o;
     if (!out.defined()) out = at::empty({N, H * D}, o.options());
     if (g.gather.defined()) {
@@ -165,6 +147,35 @@ at::Tensor Transformer::attend(int64_t layer, const at::Tensor& q, const at::Ten
     }
   }
   return out;
+}
+
+at::Tensor Transformer::attend_masked(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const AttentionGroup& g, KVCache* cache) const {
+  const int64_t H = config_.num_heads;
+  const int64_t KV = config_.num_kv_heads;
+  const int64_t G = H / KV;
+  const int64_t D = config_.head_dim;
+  const int64_t B = g.batch, T = g.length, L = g.key_length;
+  at::Tensor keys = k, values = v;  // [B, L, KV, D]
+  if (cache != nullptr) {
+    const at::Tensor& cache_k = cache->keys(layer);
+    const at::Tensor& cache_v = cache->values(layer);
+    if (g.read_slots.defined()) {
+      keys = cache_k.narrow(1, 0, L).index_select(0, g.read_slots);
+      values = cache_v.narrow(1, 0, L).index_select(0, g.read_slots);
+    } else {
+      keys = cache_k.narrow(0, g.first_slot, B).narrow(1, 0, L);
+      values = cache_v.narrow(0, g.first_slot, B).narrow(1, 0, L);
+    }
+  }
+  // Grouped-query attention without copying K/V: the G query heads that
+  // share a KV head are stacked along the query axis.
+  const at::Tensor grouped_q = q.view({B, T, KV, G, D}).permute({0, 2, 3, 1, 4}).reshape({B, KV, G * T, D});
+  return at::scaled_dot_product_attention(grouped_q, keys.transpose(1, 2), values.transpose(1, 2), g.mask, 0.0, false,
+                                          attention_scale())
+      .view({B, KV, G, T, D})
+      .permute({0, 3, 1, 2, 4})
+      .reshape({B * T, H * D});
 }
 
 at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, const AdapterBatch& adapters,
@@ -269,6 +280,7 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
 
   // Single-token chunks attend together; so do the longer ones, padded to the longest.
   const int64_t G = config_.num_heads / config_.num_kv_heads;
+  const bool decode_kernel = decode_attention_available(placement_.device, G, config_.head_dim);
   for (const bool single : {true, false}) {
     std::vector<int64_t> members;
     for (int64_t b = 0; b < B; ++b) {
@@ -308,6 +320,14 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
     } else {
       g.offset = offsets[static_cast<size_t>(members[0])];
     }
+    if (single && decode_kernel) {
+      std::vector<int64_t> key_lengths;
+      for (size_t i = 0; i < members.size(); ++i) key_lengths.push_back(group_starts[i] + 1);
+      g.key_lengths = to_device(key_lengths);
+      g.kernel_slots = to_device(slots);
+      attn.groups.push_back(std::move(g));
+      continue;
+    }
     g.mask = grouped_mask(attention_mask(to_device(group_starts), to_device(group_counts), g.length, g.key_length,
                                          config_.sliding_window),
                           G);
@@ -340,6 +360,35 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
   if (logit_rows.empty()) return at::empty({0, config_.vocab_size}, hidden.options().dtype(out_dtype));
   const at::Tensor selected = static_cast<int64_t>(logit_rows.size()) == N ? hidden : hidden.index_select(0, to_device(logit_rows));
   return at::linear(rms_norm(selected, weights_.final_norm), weights_.lm_head).to(out_dtype);
+}
+
+at::Tensor Transformer::decode(const DecodeInputs& in, KVCache& cache, const AdapterBatch& adapters) const {
+  const int64_t N = in.tokens.size(0);
+  const int64_t G = config_.num_heads / config_.num_kv_heads;
+  Attention attn;
+  attn.tokens = N;
+  attn.cos = rope_cos_.index_select(0, in.positions).view({N, 1, -1}).to(placement_.dtype);
+  attn.sin = rope_sin_.index_select(0, in.positions).view({N, 1, -1}).to(placement_.dtype);
+  attn.write_rows = in.slots * cache.capacity() + in.positions;
+  AttentionGroup g;
+  g.batch = N;
+  g.length = 1;
+  const at::Tensor key_lengths = in.positions + 1;
+  if (decode_attention_available(placement_.device, G, config_.head_dim)) {
+    g.key_lengths = key_lengths;
+    g.kernel_slots = in.slots;
+  } else {
+    const int64_t L = in.max_key_length;
+    g.key_length = L;
+    g.read_slots = in.slots;
+    const at::Tensor key_pos = at::arange(L, in.positions.options()).view({1, -1});
+    at::Tensor mask = key_pos < key_lengths.view({-1, 1});
+    if (config_.sliding_window) mask = mask.logical_and(key_pos >= key_lengths.view({-1, 1}) - *config_.sliding_window);
+    g.mask = grouped_mask(mask.view({N, 1, 1, L}), G);
+  }
+  attn.groups.push_back(std::move(g));
+  const at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, in.tokens), attn, adapters, &cache);
+  return at::linear(rms_norm(hidden, weights_.final_norm), weights_.lm_head).to(at::promote_types(placement_.dtype, at::kFloat));
 }
 
 at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector<int64_t>& lengths,

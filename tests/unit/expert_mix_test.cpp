@@ -112,8 +112,8 @@ std::vector<double> factored_gaps(const t2::model::Transformer& model, t2::svf::
   const auto run = [&](const std::vector<t2::model::Chunk>& chunks, const std::vector<int64_t>& slots) {
     return model
         .forward(chunks, cache,
-                 t2::model::AdapterBatch::factored(model.base_projections(), table.factor_table(), slots, adapted,
-                                                   model.placement().device))
+                 t2::model::AdapterBatch::factored(model.base_projections(), table.factor_table(),
+                                                   at::tensor(slots, at::kLong).to(model.placement().device), adapted))
         .cpu();
   };
   const at::Tensor together_prefill = run(prefill, prefill_slots).to(at::kFloat);

@@ -20,6 +20,7 @@
 
 #include "t2/engine/sampler.hpp"
 #include "t2/engine/stop_strings.hpp"
+#include "t2/model/decode_runner.hpp"
 #include "t2/model/kv_cache.hpp"
 #include "t2/model/transformer.hpp"
 #include "t2/svf/adapter_store.hpp"
@@ -82,6 +83,16 @@ struct StepOutput {
   int64_t tokens_run = 0;     // tokens in the forward
   int64_t encoder_tokens = 0; // vision-encoder tokens (images encoded this step)
   bool factored = false;      // ran the per-row SVF path
+  bool fixed_shape = false;   // ran the decode runner (a CUDA graph when the engine uses them)
+};
+
+// How decode-only steps run: the plain forward, or the fixed-shape decode
+// runner (padded batch buckets, persistent inputs), replayed as CUDA graphs.
+enum class DecodePath {
+  kAuto,        // CUDA graphs on a CUDA device, else the plain forward
+  kEager,       // the plain forward
+  kFixedShape,  // the runner without graphs (what the graphs replay; tests)
+  kGraphs,      // the runner with CUDA graphs
 };
 
 struct EngineOptions {
@@ -93,6 +104,7 @@ struct EngineOptions {
   // has it (1.0x the bytes against ~1.3x for the factored path); off, every
   // adapted step runs factored (benchmarks, equivalence tests).
   bool dense_fast_path = true;
+  DecodePath decode_path = DecodePath::kAuto;
 };
 
 class Engine {
@@ -164,7 +176,9 @@ class Engine {
   // Prompt chunks in admission order within the budget, encoding the images they reach.
   void plan_prefill(std::vector<Row>& rows, int64_t& budget, StepOutput& out);
   // The weights the rows run with: dense when they share one ready set, else factored.
-  model::AdapterBatch weights_for(const std::vector<Row>& rows, StepOutput& out);
+  model::StepWeights weights_for(const std::vector<Row>& rows, StepOutput& out);
+  // The step's logits: through the decode runner when every row is one token, else the plain forward.
+  at::Tensor run_forward(const std::vector<Row>& rows, const model::StepWeights& weights, StepOutput& out);
   void emit(const std::vector<Row>& rows, const at::Tensor& logits, StepOutput& out);
   // Encodes the images the next `take` prompt tokens of `s` reach, within the
   // step's budget; returns how many tokens the chunk may take (it stops before
@@ -187,11 +201,11 @@ class Engine {
   svf::AdapterStore* store_;
   const vision::LlavaNext* vision_;
   model::KVCache cache_;
+  std::optional<model::DecodeRunner> runner_;
   std::optional<svf::AdapterTable> table_;
   std::map<SequenceId, Sequence> sequences_;  // in admission order (ids grow)
   std::map<SequenceId, Scoring> scorings_;
   std::map<std::string, CachedPrefix> prefixes_;  // by adapter id and tokens
-  std::shared_ptr<const model::ProjectionSet> dense_hold_;  // the composed set a step runs with
   uint64_t steps_ = 0;
   SequenceId next_id_ = 1;
 };

@@ -10,6 +10,8 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -28,16 +30,28 @@ struct FactoredProjection {
 // Per layer and projection; null where the matrix has no factors.
 using FactorTable = std::vector<std::array<const FactoredProjection*, kNumProjections>>;
 
+// What a step's tokens run with, before it is bound to device tensors: one
+// dense set for all of them, or a scale row each.
+struct StepWeights {
+  const ProjectionSet* dense = nullptr;  // every token on this set; null: factored
+  std::shared_ptr<const void> owner;     // keeps `dense` alive when the model does not own it
+  const FactorTable* table = nullptr;    // factored: the scale table and
+  std::vector<bool> adapted;             // the matrices any token adapts (layer * kNumProjections + projection)
+  std::vector<int64_t> token_slots;      // each token's table slot, in packed token order
+};
+
 class AdapterBatch {
  public:
   // Every token runs `weights` (implicit: a plain ProjectionSet is the common case).
   AdapterBatch(const ProjectionSet& weights) : dense_(&weights) {}  // NOLINT(google-explicit-constructor)
 
-  // Token i uses scale row token_slots[i] on the matrices marked in `adapted`
-  // (indexed layer * kNumProjections + projection), and `base` elsewhere.
-  // `token_slots` is in the forward's packed token order (chunk after chunk).
-  static AdapterBatch factored(const ProjectionSet& base, const FactorTable& table, const std::vector<int64_t>& token_slots,
-                               std::vector<bool> adapted, at::Device device);
+  // Token i uses scale row token_slots[i] ([N] int64 on the model's device)
+  // on the matrices marked in `adapted`, and `base` elsewhere. A step whose
+  // tokens all share one slot may say so (`shared_slot`), saving a gather.
+  static AdapterBatch factored(const ProjectionSet& base, const FactorTable& table, at::Tensor token_slots,
+                               std::vector<bool> adapted, std::optional<int64_t> shared_slot = std::nullopt);
+  // `weights` bound for an eager forward (its token slots copied to `device`).
+  static AdapterBatch bind(const StepWeights& weights, const ProjectionSet& base, at::Device device);
 
   // x [N, in] -> [N, out] for the N packed tokens of the forward.
   at::Tensor project(int64_t layer, Projection p, const at::Tensor& x, const at::Tensor& bias) const;

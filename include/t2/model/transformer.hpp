@@ -6,6 +6,7 @@
 // cache-free variant runs under autograd.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <vector>
@@ -34,6 +35,17 @@ struct Chunk {
   at::Tensor embeddings = {};
 };
 
+// One decode token per row at a fixed shape, every index already on the
+// device (persistent buffers a CUDA graph reads in place).
+struct DecodeInputs {
+  at::Tensor tokens;     // [N] int64
+  at::Tensor positions;  // [N] int64: each token's position in its sequence
+  at::Tensor slots;      // [N] int64: each row's cache slot
+  // A bound on positions + 1: the key span where attention runs without the
+  // decode kernel (the CPU); the kernel reads each row's own length.
+  int64_t max_key_length = 0;
+};
+
 class Transformer {
  public:
   Transformer(ModelConfig config, ModelWeights weights, Placement placement);
@@ -51,6 +63,12 @@ class Transformer {
   // float64 for a float64 model).
   at::Tensor forward(const std::vector<Chunk>& chunks, KVCache& cache, const AdapterBatch& adapters) const;
 
+  // The execute half of a decode step: appends each row's K/V at its position
+  // and returns logits [N, vocab] as forward does. Nothing in it waits on the
+  // host, so it can be captured as a CUDA graph; the caller checks the inputs
+  // and advances the cache's lengths (DecodeRunner).
+  at::Tensor decode(const DecodeInputs& inputs, KVCache& cache, const AdapterBatch& adapters) const;
+
   // The input embeddings of `tokens`: [n, hidden] in the compute dtype.
   at::Tensor embed(const std::vector<int64_t>& tokens) const;
 
@@ -63,11 +81,16 @@ class Transformer {
 
  private:
   struct Attention;  // per-call positions, attention groups and cache addressing
+  struct AttentionGroup;
   // hidden [N, hidden] for N packed tokens -> the final-norm input [N, hidden].
   at::Tensor decode_layers(at::Tensor hidden, const Attention& attention, const AdapterBatch& adapters,
                            KVCache* cache) const;
   at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const Attention& attention, KVCache* cache) const;
+  // One group through SDPA with its mask; q, k, v are the group's [B, T, heads, D] grid.
+  at::Tensor attend_masked(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const AttentionGroup& group, KVCache* cache) const;
+  double attention_scale() const { return 1.0 / std::sqrt(static_cast<double>(config_.head_dim)); }
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
   // Throws unless `embeddings` is [rows, hidden] in the compute dtype on the model's device.
   void check_embeddings(const at::Tensor& embeddings, int64_t rows) const;

@@ -1,0 +1,84 @@
+#include "t2/model/decode_attention.hpp"
+
+#include "t2/common/errors.hpp"
+
+#ifdef T2_CUDA_KERNELS
+#include <c10/cuda/CUDAStream.h>
+
+#include "cuda/decode_attention_kernel.hpp"
+#endif
+
+namespace t2::model {
+
+#ifdef T2_CUDA_KERNELS
+
+namespace {
+
+constexpr int kKeysPerSplit = 128;
+
+cuda::ElementType element_type(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return cuda::ElementType::kFloat32;
+    case at::kHalf: return cuda::ElementType::kFloat16;
+    case at::kBFloat16: return cuda::ElementType::kBFloat16;
+    default: throw InvalidArgument("dtype", std::string("decode attention does not support ") + c10::toString(type));
+  }
+}
+
+}  // namespace
+
+bool decode_attention_available(const at::Device& device, int64_t group, int64_t head_dim) {
+  return device.is_cuda() && cuda::decode_attention_supports(static_cast<int>(group), static_cast<int>(head_dim));
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache_k, const at::Tensor& cache_v,
+                            const at::Tensor& slots, const at::Tensor& key_lengths, std::optional<int64_t> window,
+                            double scale) {
+  const int64_t N = q.size(0), H = q.size(1), D = q.size(2);
+  const int64_t KV = cache_k.size(2), capacity = cache_k.size(1);
+  if (!cache_k.is_contiguous() || !cache_v.is_contiguous() || cache_k.size(3) != D || H % KV != 0 ||
+      slots.scalar_type() != at::kLong || key_lengths.scalar_type() != at::kLong || slots.numel() != N ||
+      key_lengths.numel() != N || q.scalar_type() != cache_k.scalar_type()) {
+    throw Error("decode attention: inconsistent query, cache or index tensors");
+  }
+  const at::Tensor query = q.contiguous();
+  const at::Tensor slot_index = slots.contiguous();
+  const at::Tensor lengths = key_lengths.contiguous();
+  cuda::DecodeAttentionArgs args{};
+  args.slots = slot_index.data_ptr<int64_t>();
+  args.lengths = lengths.data_ptr<int64_t>();
+  args.rows = static_cast<int>(N);
+  args.heads = static_cast<int>(H);
+  args.kv_heads = static_cast<int>(KV);
+  args.group = static_cast<int>(H / KV);
+  args.head_dim = static_cast<int>(D);
+  args.capacity = capacity;
+  args.chunk = kKeysPerSplit;
+  args.splits = static_cast<int>((capacity + kKeysPerSplit - 1) / kKeysPerSplit);
+  args.window = window ? static_cast<int>(*window) : 0;
+  args.scale = static_cast<float>(scale);
+  const auto f32 = q.options().dtype(at::kFloat);
+  const at::Tensor part_acc = at::empty({N, H, args.splits, D}, f32);
+  const at::Tensor part_max = at::empty({N, H, args.splits}, f32);
+  const at::Tensor part_sum = at::empty({N, H, args.splits}, f32);
+  at::Tensor out = at::empty({N, H, D}, q.options());
+  const cudaError_t status =
+      cuda::launch_decode_attention(args, element_type(q.scalar_type()), query.data_ptr(), cache_k.data_ptr(),
+                                    cache_v.data_ptr(), part_acc.data_ptr<float>(), part_max.data_ptr<float>(),
+                                    part_sum.data_ptr<float>(), out.data_ptr(), c10::cuda::getCurrentCUDAStream(q.get_device()));
+  if (status != cudaSuccess) throw Error(std::string("decode attention kernel: ") + cudaGetErrorString(status));
+  return out.view({N, H * D});
+}
+
+#else
+
+bool decode_attention_available(const at::Device&, int64_t, int64_t) { return false; }
+
+at::Tensor decode_attention(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            std::optional<int64_t>, double) {
+  throw Error("decode attention: this build has no CUDA kernels");
+}
+
+#endif
+
+}  // namespace t2::model
