@@ -7,7 +7,8 @@
 #
 # Run on the GPU machine, from the repo root:
 #   source .gpu/build.sh && bench/gpu_llama3_8b.sh
-# Env: T2_BIN (default build-gpu/t2), BATCHES (default "1 16"), OUT (output folder);
+# Env: T2_BIN (default build-gpu/t2), BATCHES (default "1 16"), PROMPT (prompt tokens, default 128),
+#      DECODE (t2 bench --decode: auto, eager, fixed-shape, graphs), PEER=0 (skip HF), OUT (output folder);
 #      CPU smoke test: CONFIG=tiny.json DEVICE=cpu DTYPE=float32 T2_BIN=build/t2 bench/gpu_llama3_8b.sh
 set -euo pipefail
 
@@ -16,6 +17,8 @@ dev=${DEVICE:-cuda}
 dtype=${DTYPE:-bfloat16}
 t2=${T2_BIN:-build-gpu/t2}
 batches=${BATCHES:-1 16}
+prompt=${PROMPT:-128}
+decode=${DECODE:-auto}
 out=${OUT:-.}/gpu_llama3_8b.jsonl
 [[ -f bench/hf_peer.py ]] || { echo "error: run from the repo root" >&2; exit 1; }
 [[ -f $cfg ]] || { echo "error: config $cfg not found" >&2; exit 1; }
@@ -26,16 +29,16 @@ mkdir -p "$(dirname "$out")"
 # A failed run is reported and skipped, so one crash does not cost the other results.
 for b in $batches; do
   if line=$("$t2" bench --random-config "$cfg" --device "$dev" --dtype "$dtype" --batch "$b" \
-      --prompt-tokens 128 --gen-tokens 256 --repeat 2 | grep '^{' | tail -1); then
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(json.dumps({"engine": "t2", **d}))' \
+      --prompt-tokens "$prompt" --gen-tokens 256 --repeat 2 --decode "$decode" | grep '^{' | tail -1); then
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(json.dumps({"engine": "t2 " + d.get("decode_path", ""), **d}))' \
       "$line" | tee -a "$out" >&2
   else
     echo "warning: t2 bench --batch $b failed" >&2
   fi
 done
 # shellcheck disable=SC2086  # $batches is a list
-python3 bench/hf_peer.py --config "$cfg" --device "$dev" --dtype "$dtype" --batch $batches \
-  --prompt-tokens 128 --gen-tokens 256 --repeat 2 | tee -a "$out" >&2 ||
+[[ ${PEER:-1} == 0 ]] || python3 bench/hf_peer.py --config "$cfg" --device "$dev" --dtype "$dtype" --batch $batches \
+  --prompt-tokens "$prompt" --gen-tokens 256 --repeat 2 | tee -a "$out" >&2 ||
   echo "warning: hf_peer.py failed" >&2
 
 python3 - "$out" <<'EOF'

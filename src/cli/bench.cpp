@@ -2,6 +2,7 @@
 // or on random weights of a config.json's shape (e.g. Llama-3-8B on a GPU).
 #include <chrono>
 #include <limits>
+#include <map>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -31,6 +32,7 @@ struct BenchOptions {
   std::string targets = "mlp";
   std::vector<int64_t> experts = {1, 2, 8, 64};
   std::vector<int64_t> svf_batches;  // empty: --batch
+  engine::DecodePath decode_path = engine::DecodePath::kAuto;
   PlacementOptions placement;
 };
 
@@ -238,6 +240,7 @@ void run_bench(const BenchOptions& o) {
   const auto engine_options = [&](const BenchOptions& ob, bool dense_fast_path) {
     engine::EngineOptions e{ob.batch, ob.prompt_tokens + ob.gen_tokens + 1, std::max<int64_t>(2048, ob.batch * ob.prompt_tokens), 0};
     e.dense_fast_path = dense_fast_path;
+    e.decode_path = ob.decode_path;
     return e;
   };
 
@@ -269,6 +272,9 @@ void run_bench(const BenchOptions& o) {
       {"prompt_tokens", o.prompt_tokens},
       {"gen_tokens", o.gen_tokens},
       {"load_s", load_s},
+      {"decode_path", o.decode_path == engine::DecodePath::kAuto ? "auto"
+                      : o.decode_path == engine::DecodePath::kEager ? "eager"
+                      : o.decode_path == engine::DecodePath::kFixedShape ? "fixed-shape" : "graphs"},
   };
   report.update(throughput(o, best_round(o, nullptr, true, {})));
   if (o.svf) {
@@ -294,6 +300,14 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--experts", options->experts, "with --svf: the K distinct experts per batch to measure (each plus one mixture)")->delimiter(',')->capture_default_str();
   cmd->add_flag("--train-step", options->train_step, "with --svf: also time REINFORCE steps (batch x (prompt + gen) tokens)");
   cmd->add_option("--targets", options->targets, "matrices the --svf expert adapts: mlp, attn or all")->capture_default_str();
+  const std::map<std::string, engine::DecodePath> decode_paths = {{"auto", engine::DecodePath::kAuto},
+                                                                   {"eager", engine::DecodePath::kEager},
+                                                                   {"fixed-shape", engine::DecodePath::kFixedShape},
+                                                                   {"graphs", engine::DecodePath::kGraphs}};
+  cmd->add_option("--decode", options->decode_path,
+                  "decode steps: auto (CUDA graphs on a GPU), eager (the plain forward), fixed-shape or graphs")
+      ->transform(CLI::CheckedTransformer(decode_paths, CLI::ignore_case))
+      ->capture_default_str();
   cmd->add_option("--repeat", options->repeat, "timed rounds after one warm-up; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);
   options->placement.add_to(*cmd);
   cmd->callback([options] { run_bench(*options); });
