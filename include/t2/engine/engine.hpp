@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "t2/engine/device_sampler.hpp"
 #include "t2/engine/sampler.hpp"
 #include "t2/engine/stop_strings.hpp"
 #include "t2/model/kv_cache.hpp"
@@ -93,6 +94,10 @@ struct EngineOptions {
   // has it (1.0x the bytes against ~1.3x for the factored path); off, every
   // adapted step runs factored (benchmarks, equivalence tests).
   bool dense_fast_path = true;
+  // Sample on the logits' device (device_sampler.hpp), copying back only the
+  // tokens and logprobs; off, rows are sampled on the host (Sampler). Unset:
+  // on when the model runs on CUDA.
+  std::optional<bool> device_sampling = std::nullopt;
 };
 
 class Engine {
@@ -158,6 +163,9 @@ class Engine {
     Scoring* scoring = nullptr;    // a scoring row for `continuations`
     std::vector<size_t> continuations;
     bool prefix = false;           // fills a cached prefix
+
+    // Ends its sequence's prompt or decodes: its one logits row gives the next token.
+    bool yields_token() const { return sequence != nullptr && chunk.logits == 1; }
   };
 
   void plan_scoring(std::vector<Row>& rows, int64_t& budget, std::vector<int64_t>& scratch);
@@ -165,7 +173,15 @@ class Engine {
   void plan_prefill(std::vector<Row>& rows, int64_t& budget, StepOutput& out);
   // The weights the rows run with: dense when they share one ready set, else factored.
   model::AdapterBatch weights_for(const std::vector<Row>& rows, StepOutput& out);
-  void emit(const std::vector<Row>& rows, const at::Tensor& logits, StepOutput& out);
+  // The logits rows of the rows that produce a token, in row order, cut to the tokenizer's vocabulary.
+  at::Tensor token_logits(const std::vector<Row>& rows, const at::Tensor& all_logits) const;
+  // Every token row sampled on the logits' device in one call; throws when any of them is not finite.
+  DeviceSamples sample_tokens(const std::vector<Row>& rows, const at::Tensor& all_logits) const;
+  // `device_samples`: the token rows' samples when the step took them on the device.
+  void emit(const std::vector<Row>& rows, const at::Tensor& logits, std::optional<DeviceSamples> device_samples,
+            StepOutput& out);
+  // The host path: greedy rows from the device's argmax, the others through their Sampler.
+  void emit_host_sampled(const std::vector<const Row*>& token_rows, const at::Tensor& logits, StepOutput& out);
   // Encodes the images the next `take` prompt tokens of `s` reach, within the
   // step's budget; returns how many tokens the chunk may take (it stops before
   // an image there is no budget left to encode this step).
@@ -184,6 +200,7 @@ class Engine {
   std::optional<tokenizer::Tokenizer> tokenizer_;
   std::vector<int64_t> eos_token_ids_;
   EngineOptions options_;
+  const bool device_sampling_;  // options_.device_sampling resolved for the model's device
   svf::AdapterStore* store_;
   const vision::LlavaNext* vision_;
   model::KVCache cache_;
