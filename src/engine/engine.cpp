@@ -23,6 +23,8 @@ EngineOptions resolve(EngineOptions options, const model::Placement& placement) 
 
 bool uses_runner(const EngineOptions& options) { return options.decode_path != DecodePath::kEager; }
 
+const char* const kNonFiniteLogits = "the model produced non-finite logits (NaN or Inf) in this step; its requests are failed";
+
 }  // namespace
 
 const char* to_string(FinishReason reason) {
@@ -40,6 +42,7 @@ Engine::Engine(const model::Transformer& model, std::optional<tokenizer::Tokeniz
       tokenizer_(std::move(tokenizer)),
       eos_token_ids_(std::move(eos_token_ids)),
       options_(resolve(options, model.placement())),
+      device_sampling_(options.device_sampling.value_or(model.placement().device.is_cuda())),
       store_(store),
       vision_(vision),
       // One more slot for the decode runner's padding rows.
@@ -288,6 +291,7 @@ StepOutput Engine::step() {
   std::vector<int64_t> scratch;  // scoring slots, freed after the step
   plan_scoring(rows, budget, scratch);
   at::Tensor logits;
+  std::optional<DeviceSamples> device_samples;
   try {
     plan_prefill(rows, budget, out);  // may run the image encoder
     if (rows.empty()) return out;
@@ -295,9 +299,11 @@ StepOutput Engine::step() {
     out.rows = static_cast<int64_t>(rows.size());
     logits = run_forward(rows, weights_for(rows, out), out);
     // NaN or Inf (broken weights, an adapter that overflows) would be sampled as garbage: fail the step instead.
-    if (!at::isfinite(logits).all().item<bool>()) {
-      throw Error("the model produced non-finite logits (NaN or Inf) in this step; its requests are failed");
-    }
+    // The device sampler checks its rows in the copy that brings their tokens; scoring rows it does not see.
+    if (device_sampling_) device_samples = sample_tokens(rows, logits);
+    const bool all_checked =
+        device_sampling_ && std::none_of(rows.begin(), rows.end(), [](const Row& row) { return row.scoring != nullptr; });
+    if (!all_checked && !at::isfinite(logits).all().item<bool>()) throw Error(kNonFiniteLogits);
   } catch (...) {
     for (const int64_t slot : scratch) cache_.release(slot);
     for (const Row& row : rows) {
@@ -313,7 +319,7 @@ StepOutput Engine::step() {
     }
     throw;
   }
-  emit(rows, logits, out);
+  emit(rows, logits, std::move(device_samples), out);
   for (const int64_t slot : scratch) cache_.release(slot);
   for (const TokenEvent& event : out.tokens) {
     if (event.finish) cancel(event.sequence);
@@ -411,18 +417,49 @@ at::Tensor Engine::run_forward(const std::vector<Row>& rows, const model::StepWe
   return model_.forward(chunks, cache_, model::AdapterBatch::bind(weights, model_.base_projections(), model_.placement().device));
 }
 
-void Engine::emit(const std::vector<Row>& rows, const at::Tensor& all_logits, StepOutput& out) {
-  // Rows that produce a token, their logits row each; scoring rows apart.
+at::Tensor Engine::token_logits(const std::vector<Row>& rows, const at::Tensor& all_logits) const {
   std::vector<int64_t> token_rows;
-  std::vector<const Row*> samplers;
+  int64_t offset = 0;
+  for (const Row& row : rows) {
+    if (row.yields_token()) token_rows.push_back(offset);
+    offset += row.chunk.logits;
+  }
+  // Without scoring rows every logits row is a token row: no index to copy to the device (a synchronisation).
+  at::Tensor logits = static_cast<int64_t>(token_rows.size()) == all_logits.size(0)
+                          ? all_logits
+                          : all_logits.index_select(0, at::tensor(token_rows, at::kLong).to(all_logits.device()));
+  // Models pad their vocabulary past the tokenizer's; those ids have no text.
+  if (tokenizer_ && tokenizer_->vocab_size() < logits.size(1)) logits = logits.narrow(1, 0, tokenizer_->vocab_size());
+  return logits;
+}
+
+DeviceSamples Engine::sample_tokens(const std::vector<Row>& rows, const at::Tensor& all_logits) const {
+  std::vector<DeviceSampleRow> requests;
+  for (const Row& row : rows) {
+    if (!row.yields_token()) continue;
+    const Sequence& s = *row.sequence;
+    requests.push_back({s.request.sampling, s.sampler.stream_seed(), static_cast<uint64_t>(s.generated),
+                        &s.sampler.counts(), s.request.top_logprobs});
+  }
+  if (requests.empty()) return {};
+  DeviceSamples samples = sample_on_device(token_logits(rows, all_logits), requests);
+  if (std::find(samples.finite.begin(), samples.finite.end(), false) != samples.finite.end()) {
+    throw Error(kNonFiniteLogits);
+  }
+  return samples;
+}
+
+void Engine::emit(const std::vector<Row>& rows, const at::Tensor& all_logits,
+                  std::optional<DeviceSamples> device_samples, StepOutput& out) {
+  // Rows that produce a token; scoring rows apart with their first logits row.
+  std::vector<const Row*> token_rows;
   int64_t offset = 0;
   std::map<const Scoring*, ScoreEvent> scores;
   at::Tensor host_logprobs;  // scoring rows' log-softmax, on the host when any
   std::vector<std::pair<const Row*, int64_t>> scoring_rows;
   for (const Row& row : rows) {
-    if (row.sequence != nullptr && row.chunk.logits == 1) {
-      token_rows.push_back(offset);
-      samplers.push_back(&row);
+    if (row.yields_token()) {
+      token_rows.push_back(&row);
     } else if (row.scoring != nullptr) {
       scoring_rows.emplace_back(&row, offset);
     }
@@ -453,10 +490,17 @@ void Engine::emit(const std::vector<Row>& rows, const at::Tensor& all_logits, St
     }
   }
   if (token_rows.empty()) return;
+  if (!device_samples) {
+    emit_host_sampled(token_rows, token_logits(rows, all_logits), out);
+    return;
+  }
+  for (size_t b = 0; b < token_rows.size(); ++b) {
+    out.tokens.push_back(advance(*token_rows[b]->sequence, device_samples->samples[b]));
+    out.tokens.back().top_logprobs = std::move(device_samples->top[b]);
+  }
+}
 
-  at::Tensor logits = all_logits.index_select(0, at::tensor(token_rows, at::kLong).to(all_logits.device()));
-  // Models pad their vocabulary past the tokenizer's; those ids have no text.
-  if (tokenizer_ && tokenizer_->vocab_size() < logits.size(1)) logits = logits.narrow(1, 0, tokenizer_->vocab_size());
+void Engine::emit_host_sampled(const std::vector<const Row*>& token_rows, const at::Tensor& logits, StepOutput& out) {
   // Greedy rows need only argmax and the normaliser from the device; the
   // others take their whole row to the host sampler.
   const at::Tensor best = logits.argmax(-1);
@@ -465,15 +509,15 @@ void Engine::emit(const std::vector<Row>& rows, const at::Tensor& all_logits, St
   const at::Tensor logprob_host = logprob_of_best.to(at::kCPU);
   const int64_t vocab = logits.size(1);
   int top_k = 0;
-  for (const Row* row : samplers) top_k = std::max(top_k, row->sequence->request.top_logprobs);
+  for (const Row* row : token_rows) top_k = std::max(top_k, row->sequence->request.top_logprobs);
   at::Tensor top_values, top_indices;
   if (top_k > 0) {
     auto [values, indices] = logits.log_softmax(-1).topk(std::min<int64_t>(top_k, vocab), -1);
     top_values = values.to(at::kCPU);
     top_indices = indices.to(at::kCPU);
   }
-  for (size_t b = 0; b < samplers.size(); ++b) {
-    Sequence& s = *samplers[b]->sequence;
+  for (size_t b = 0; b < token_rows.size(); ++b) {
+    Sequence& s = *token_rows[b]->sequence;
     const auto i = static_cast<int64_t>(b);
     Sample sample{};
     if (is_greedy(s.request.sampling)) {

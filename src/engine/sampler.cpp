@@ -43,7 +43,10 @@ void SamplingParams::validate() const {
 
 Sampler::Sampler(SamplingParams params) : params_(params) {
   params_.validate();
-  rng_.seed(params_.seed ? *params_.seed : std::random_device{}());
+  std::random_device random;
+  // Seeding rng_ with the seed itself keeps the host streams of seeded requests as they always were.
+  stream_seed_ = params_.seed ? *params_.seed : (uint64_t{random()} << 32) | random();
+  rng_.seed(stream_seed_);
 }
 
 void Sampler::accept(int64_t token) { ++counts_[token]; }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "t2/engine/device_sampler.hpp"
 #include "t2/engine/sampler.hpp"
 #include "t2/engine/stop_strings.hpp"
 #include "t2/model/decode_runner.hpp"
@@ -105,6 +106,10 @@ struct EngineOptions {
   // adapted step runs factored (benchmarks, equivalence tests).
   bool dense_fast_path = true;
   DecodePath decode_path = DecodePath::kAuto;
+  // Sample on the logits' device (device_sampler.hpp), copying back only the
+  // tokens and logprobs; off, rows are sampled on the host (Sampler). Unset:
+  // on when the model runs on CUDA.
+  std::optional<bool> device_sampling = std::nullopt;
 };
 
 class Engine {
@@ -170,6 +175,9 @@ class Engine {
     Scoring* scoring = nullptr;    // a scoring row for `continuations`
     std::vector<size_t> continuations;
     bool prefix = false;           // fills a cached prefix
+
+    // Ends its sequence's prompt or decodes: its one logits row gives the next token.
+    bool yields_token() const { return sequence != nullptr && chunk.logits == 1; }
   };
 
   void plan_scoring(std::vector<Row>& rows, int64_t& budget, std::vector<int64_t>& scratch);
@@ -179,7 +187,15 @@ class Engine {
   model::StepWeights weights_for(const std::vector<Row>& rows, StepOutput& out);
   // The step's logits: through the decode runner when every row is one token, else the plain forward.
   at::Tensor run_forward(const std::vector<Row>& rows, const model::StepWeights& weights, StepOutput& out);
-  void emit(const std::vector<Row>& rows, const at::Tensor& logits, StepOutput& out);
+  // The logits rows of the rows that produce a token, in row order, cut to the tokenizer's vocabulary.
+  at::Tensor token_logits(const std::vector<Row>& rows, const at::Tensor& all_logits) const;
+  // Every token row sampled on the logits' device in one call; throws when any of them is not finite.
+  DeviceSamples sample_tokens(const std::vector<Row>& rows, const at::Tensor& all_logits) const;
+  // `device_samples`: the token rows' samples when the step took them on the device.
+  void emit(const std::vector<Row>& rows, const at::Tensor& logits, std::optional<DeviceSamples> device_samples,
+            StepOutput& out);
+  // The host path: greedy rows from the device's argmax, the others through their Sampler.
+  void emit_host_sampled(const std::vector<const Row*>& token_rows, const at::Tensor& logits, StepOutput& out);
   // Encodes the images the next `take` prompt tokens of `s` reach, within the
   // step's budget; returns how many tokens the chunk may take (it stops before
   // an image there is no budget left to encode this step).
@@ -198,6 +214,7 @@ class Engine {
   std::optional<tokenizer::Tokenizer> tokenizer_;
   std::vector<int64_t> eos_token_ids_;
   EngineOptions options_;
+  const bool device_sampling_;  // options_.device_sampling resolved for the model's device
   svf::AdapterStore* store_;
   const vision::LlavaNext* vision_;
   model::KVCache cache_;

@@ -1,7 +1,9 @@
 // Next-token choice from logits: greedy, temperature, top-k, top-p, and
 // OpenAI's presence/frequency penalties over the tokens generated so far.
 // Runs on the host with its own seeded generator, so a sequence's samples do
-// not depend on what else is in the batch.
+// not depend on what else is in the batch. The device sampler
+// (device_sampler.hpp) draws for the same sequence from stream_seed() and
+// counts() instead.
 #pragma once
 
 #include <cstdint>
@@ -38,9 +40,14 @@ class Sampler {
   void accept(int64_t token);
 
   const SamplingParams& params() const { return params_; }
+  // The seed of this sequence's device-side draws: params().seed when set, else random.
+  uint64_t stream_seed() const { return stream_seed_; }
+  // Generated tokens and how often each came, for penalties applied elsewhere.
+  const std::unordered_map<int64_t, int64_t>& counts() const { return counts_; }
 
  private:
   SamplingParams params_;
+  uint64_t stream_seed_;
   std::mt19937_64 rng_;
   std::unordered_map<int64_t, int64_t> counts_;
 };
