@@ -5,6 +5,7 @@
 
 #include "t2/common/errors.hpp"
 #include "t2/model/decode_attention.hpp"
+#include "t2/model/fused_ops.hpp"
 
 namespace t2::model {
 
@@ -28,6 +29,7 @@ struct Transformer::AttentionGroup {
 
 // Everything about where the N packed tokens of one call sit.
 struct Transformer::Attention {
+  at::Tensor positions;       // [N] int64 on the device
   at::Tensor cos, sin;        // [N, 1, D] in the compute dtype
   at::Tensor write_rows;      // [N] flat indices into [slots * capacity]; undefined without a cache
   std::vector<AttentionGroup> groups;
@@ -119,15 +121,7 @@ at::Tensor Transformer::attend(int64_t layer, const at::Tensor& q, const at::Ten
                               const Attention& attn, KVCache* cache) const {
   const int64_t N = attn.tokens;
   const int64_t H = config_.num_heads;
-  const int64_t KV = config_.num_kv_heads;
   const int64_t D = config_.head_dim;
-  if (cache != nullptr) {
-    at::Tensor& cache_k = cache->keys(layer);
-    at::Tensor& cache_v = cache->values(layer);
-    const int64_t rows = cache_k.size(0) * cache_k.size(1);
-    cache_k.view({rows, KV, D}).index_copy_(0, attn.write_rows, k);
-    cache_v.view({rows, KV, D}).index_copy_(0, attn.write_rows, v);
-  }
   at::Tensor out;
   for (const AttentionGroup& g : attn.groups) {
     const int64_t B = g.batch, T = g.length;
@@ -137,7 +131,7 @@ at::Tensor Transformer::attend(int64_t layer, const at::Tensor& q, const at::Ten
     const at::Tensor o = g.key_lengths.defined()
                              ? decode_attention(grid(q).view({B, H, D}), cache->keys(layer), cache->values(layer),
                                                 g.kernel_slots, g.key_lengths, config_.sliding_window, attention_scale())
-                             : attend_masked(layer, grid(q), grid(k), grid(v), g, cache);
+                             : attend_masked(layer, grid(q), cache ? at::Tensor() : grid(k), cache ? at::Tensor() : grid(v), g, cache);
     if (attn.groups.size() == 1 && !g.gather.defined() && B * T == N) return o;
     if (!out.defined()) out = at::empty({N, H * D}, o.options());
     if (g.gather.defined()) {
@@ -156,7 +150,7 @@ at::Tensor Transformer::attend_masked(int64_t layer, const at::Tensor& q, const 
   const int64_t G = H / KV;
   const int64_t D = config_.head_dim;
   const int64_t B = g.batch, T = g.length, L = g.key_length;
-  at::Tensor keys = k, values = v;  // [B, L, KV, D]
+  at::Tensor keys = k, values = v;  // [B, L, KV, D]; from the cache when there is one
   if (cache != nullptr) {
     const at::Tensor& cache_k = cache->keys(layer);
     const at::Tensor& cache_v = cache->values(layer);
@@ -178,12 +172,22 @@ at::Tensor Transformer::attend_masked(int64_t layer, const at::Tensor& q, const 
       .reshape({B * T, H * D});
 }
 
+void Transformer::write_kv(int64_t layer, const at::Tensor& k, const at::Tensor& v, const Attention& attn, KVCache& cache) const {
+  at::Tensor& cache_k = cache.keys(layer);
+  at::Tensor& cache_v = cache.values(layer);
+  const int64_t rows = cache_k.size(0) * cache_k.size(1);
+  cache_k.view({rows, config_.num_kv_heads, config_.head_dim}).index_copy_(0, attn.write_rows, k);
+  cache_v.view({rows, config_.num_kv_heads, config_.head_dim}).index_copy_(0, attn.write_rows, v);
+}
+
 at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, const AdapterBatch& adapters,
                                       KVCache* cache) const {
   const int64_t N = attn.tokens;
   const int64_t H = config_.num_heads;
   const int64_t KV = config_.num_kv_heads;
   const int64_t D = config_.head_dim;
+  // Inference on CUDA: the elementwise steps as fused kernels (training needs autograd).
+  if (cache != nullptr && fused_ops_available(placement_.device)) return decode_layers_fused(std::move(hidden), attn, adapters, *cache);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     const LayerWeights& lw = weights_.layers[static_cast<size_t>(l)];
     const auto project = [&](Projection p, const at::Tensor& x) {
@@ -193,6 +197,7 @@ at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, 
     const at::Tensor q = apply_rope(project(Projection::kQ, x).view({N, H, D}), attn.cos, attn.sin);
     const at::Tensor k = apply_rope(project(Projection::kK, x).view({N, KV, D}), attn.cos, attn.sin);
     const at::Tensor v = project(Projection::kV, x).view({N, KV, D});
+    if (cache != nullptr) write_kv(l, k, v, attn, *cache);
     hidden = hidden + project(Projection::kO, attend(l, q, k, v, attn, cache));
 
     const at::Tensor y = rms_norm(hidden, lw.post_attention_norm);
@@ -200,7 +205,33 @@ at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, 
     const at::Tensor up = project(Projection::kUp, y);
     hidden = hidden + project(Projection::kDown, at::silu(gate) * up);
   }
-  return hidden;
+  return rms_norm(hidden, weights_.final_norm);
+}
+
+at::Tensor Transformer::decode_layers_fused(at::Tensor hidden, const Attention& attn, const AdapterBatch& adapters,
+                                            KVCache& cache) const {
+  const int64_t N = attn.tokens;
+  const int64_t H = config_.num_heads;
+  const int64_t KV = config_.num_kv_heads;
+  const int64_t D = config_.head_dim;
+  const double eps = config_.rms_norm_eps;
+  hidden = hidden.contiguous();  // the residual stream, updated in place
+  at::Tensor x = add_rms_norm(hidden, at::Tensor(), weights_.layers[0].input_norm, eps);
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    const LayerWeights& lw = weights_.layers[static_cast<size_t>(l)];
+    const auto project = [&](Projection p, const at::Tensor& in) {
+      return adapters.project(l, p, in, lw.bias[static_cast<size_t>(p)]);
+    };
+    at::Tensor q = project(Projection::kQ, x).view({N, H, D});
+    const at::Tensor k = project(Projection::kK, x).view({N, KV, D});
+    const at::Tensor v = project(Projection::kV, x).view({N, KV, D});
+    rope_and_cache_write(q, k, v, rope_cos_, rope_sin_, attn.positions, attn.write_rows, cache.keys(l), cache.values(l));
+    const at::Tensor y = add_rms_norm(hidden, project(Projection::kO, attend(l, q, k, v, attn, &cache)), lw.post_attention_norm, eps);
+    const at::Tensor mlp = project(Projection::kDown, silu_mul(project(Projection::kGate, y), project(Projection::kUp, y)));
+    const bool last = l + 1 == config_.num_layers;
+    x = add_rms_norm(hidden, mlp, last ? weights_.final_norm : weights_.layers[static_cast<size_t>(l + 1)].input_norm, eps);
+  }
+  return x;
 }
 
 namespace {
@@ -274,6 +305,7 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
   Attention attn;
   attn.tokens = N;
   const at::Tensor position_index = to_device(positions);
+  attn.positions = position_index;
   attn.cos = rope_cos_.index_select(0, position_index).view({N, 1, -1}).to(placement_.dtype);
   attn.sin = rope_sin_.index_select(0, position_index).view({N, 1, -1}).to(placement_.dtype);
   attn.write_rows = to_device(write_rows);
@@ -359,7 +391,7 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
   const auto out_dtype = at::promote_types(placement_.dtype, at::kFloat);
   if (logit_rows.empty()) return at::empty({0, config_.vocab_size}, hidden.options().dtype(out_dtype));
   const at::Tensor selected = static_cast<int64_t>(logit_rows.size()) == N ? hidden : hidden.index_select(0, to_device(logit_rows));
-  return at::linear(rms_norm(selected, weights_.final_norm), weights_.lm_head).to(out_dtype);
+  return at::linear(selected, weights_.lm_head).to(out_dtype);
 }
 
 at::Tensor Transformer::decode(const DecodeInputs& in, KVCache& cache, const AdapterBatch& adapters) const {
@@ -367,6 +399,7 @@ at::Tensor Transformer::decode(const DecodeInputs& in, KVCache& cache, const Ada
   const int64_t G = config_.num_heads / config_.num_kv_heads;
   Attention attn;
   attn.tokens = N;
+  attn.positions = in.positions;
   attn.cos = rope_cos_.index_select(0, in.positions).view({N, 1, -1}).to(placement_.dtype);
   attn.sin = rope_sin_.index_select(0, in.positions).view({N, 1, -1}).to(placement_.dtype);
   attn.write_rows = in.slots * cache.capacity() + in.positions;
@@ -388,7 +421,7 @@ at::Tensor Transformer::decode(const DecodeInputs& in, KVCache& cache, const Ada
   }
   attn.groups.push_back(std::move(g));
   const at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, in.tokens), attn, adapters, &cache);
-  return at::linear(rms_norm(hidden, weights_.final_norm), weights_.lm_head).to(at::promote_types(placement_.dtype, at::kFloat));
+  return at::linear(hidden, weights_.lm_head).to(at::promote_types(placement_.dtype, at::kFloat));
 }
 
 at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector<int64_t>& lengths,
@@ -428,7 +461,7 @@ at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector
     inputs = at::embedding(weights_.embed_tokens, tokens.to(placement_.device).reshape({-1}));
   }
   const at::Tensor hidden = decode_layers(inputs, attn, projections, nullptr);
-  return at::linear(rms_norm(hidden, weights_.final_norm), weights_.lm_head)
+  return at::linear(hidden, weights_.lm_head)
       .to(at::promote_types(placement_.dtype, at::kFloat))
       .view({B, T, -1});
 }

@@ -121,6 +121,24 @@ class SvfStories : public ::testing::Test {
 
 }  // namespace
 
+// The factors come from a float64 Gram eigendecomposition (fast on the GPU);
+// they must be an SVD at least as good as torch.linalg.svd's.
+TEST_F(SvfStories, SvdFactorsAreAnSvdAsAccurateAsLinalgSvd) {
+  for (const auto& [id, f] : cache_->factors()) {
+    const at::Tensor w = model_->base_projections().get(id.layer, id.projection).to(at::kFloat);
+    auto [U, s, Vh] = at::linalg_svd(w, false);
+    const auto error = [&](const at::Tensor& u, const at::Tensor& sv, const at::Tensor& vh) {
+      return (at::matmul(u * sv, vh) - w).abs().max().item<double>();
+    };
+    const int64_t r = s.numel();
+    ASSERT_EQ(f.s.numel(), r) << id.weight_name();
+    EXPECT_LT((f.s - s).abs().max().item<double>(), 1e-5 * s[0].item<double>()) << id.weight_name();  // same values, descending
+    EXPECT_LE(error(f.U, f.s, f.Vh), std::max(2 * error(U, s, Vh), 1e-6)) << id.weight_name();
+    EXPECT_LT((at::matmul(f.U.t(), f.U) - at::eye(r)).abs().max().item<double>(), 1e-5) << id.weight_name();
+    EXPECT_LT((at::matmul(f.Vh, f.Vh.t()) - at::eye(r)).abs().max().item<double>(), 1e-5) << id.weight_name();
+  }
+}
+
 TEST_F(SvfStories, SvdCacheIsReusedAndRebuiltWhenStaleOrCorrupt) {
   const auto path = SvdCache::path_for(cache_dir_, fingerprint_, Targets::kMlp);
   ASSERT_TRUE(std::filesystem::exists(path));

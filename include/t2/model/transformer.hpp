@@ -82,9 +82,13 @@ class Transformer {
  private:
   struct Attention;  // per-call positions, attention groups and cache addressing
   struct AttentionGroup;
-  // hidden [N, hidden] for N packed tokens -> the final-norm input [N, hidden].
+  // hidden [N, hidden] for N packed tokens -> the final norm's output [N, hidden].
   at::Tensor decode_layers(at::Tensor hidden, const Attention& attention, const AdapterBatch& adapters,
                            KVCache* cache) const;
+  // The same with the elementwise steps fused (fused_ops.hpp): CUDA inference.
+  at::Tensor decode_layers_fused(at::Tensor hidden, const Attention& attention, const AdapterBatch& adapters,
+                                 KVCache& cache) const;
+  void write_kv(int64_t layer, const at::Tensor& k, const at::Tensor& v, const Attention& attention, KVCache& cache) const;
   at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const Attention& attention, KVCache* cache) const;
   // One group through SDPA with its mask; q, k, v are the group's [B, T, heads, D] grid.

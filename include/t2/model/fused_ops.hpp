@@ -1,0 +1,25 @@
+// Fused elementwise steps of a decoder layer on CUDA (residual add + RMSNorm,
+// RoPE with the KV-cache write, SwiGLU), each one kernel instead of several
+// eager ones. Inference only (no autograd); where the build or device has no
+// kernels the transformer runs the same math as eager ATen ops.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace t2::model {
+
+bool fused_ops_available(const at::Device& device);
+
+// hidden += delta (when defined), in place; returns rms_norm(hidden) * weight.
+at::Tensor add_rms_norm(at::Tensor& hidden, const at::Tensor& delta, const at::Tensor& weight, double eps);
+
+// Rotates q [N, heads, D] in place; rotates k [N, kv_heads, D] into cache_k's
+// rows write_rows and copies v into cache_v's (caches [slots, capacity, kv_heads, D]).
+// cos/sin: float32 tables [positions, D]; positions, write_rows: [N] int64.
+void rope_and_cache_write(at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos, const at::Tensor& sin,
+                          const at::Tensor& positions, const at::Tensor& write_rows, at::Tensor& cache_k, at::Tensor& cache_v);
+
+// silu(gate) * up.
+at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up);
+
+}  // namespace t2::model
