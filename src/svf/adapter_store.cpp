@@ -314,7 +314,9 @@ std::shared_ptr<const model::ProjectionSet> AdapterStore::compose_dense(const Ad
   auto weights = std::make_shared<model::ProjectionSet>(model_.base_projections());
   for (const auto& [id, scale] : adapter.scales) {
     const SvdFactors& f = factors_.at(id);
-    weights->set(id.layer, id.projection, at::matmul(f.U * scale, f.Vh));
+    // diag(scale) on the smaller factor: Vh's rows when U is the tall one (gate, up), else U's columns.
+    const bool tall = f.U.size(0) > f.Vh.size(1);
+    weights->set(id.layer, id.projection, tall ? at::matmul(f.U, f.Vh * scale.unsqueeze(1)) : at::matmul(f.U * scale, f.Vh));
   }
   model_.placement().synchronize();  // count the kernels' time, not their launch
   return weights;

@@ -91,7 +91,7 @@ SvdCache SvdCache::compute(const model::Transformer& model, const std::string& f
   ProgressBar progress("svd", static_cast<int64_t>(ids.size()));
   for (size_t i = 0; i < ids.size(); ++i) {
     auto [U, s, Vh] = thin_svd(model.base_projections().get(ids[i].layer, ids[i].projection).to(device));
-    cache.factors_.emplace(ids[i], SvdFactors{U.cpu(), s.cpu(), Vh.cpu()});
+    cache.factors_.emplace(ids[i], SvdFactors{U, s, Vh});  // on `device`: the store uses them there; save() copies to the host
     progress.update(static_cast<int64_t>(i + 1), ids[i].weight_name());
   }
   progress.finish(std::to_string(ids.size()) + " matrices");

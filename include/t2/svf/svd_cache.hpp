@@ -23,7 +23,9 @@ struct SvdFactors {
 
 class SvdCache {
  public:
-  // float32 SVD (linalg_svd) of the model's base matrices on `device`, with a progress bar.
+  // float32 thin SVD of the model's base matrices, computed and kept on
+  // `device` (a float64 Gram eigendecomposition), with a progress bar.
+  // Loaded caches hold their factors on the host.
   static SvdCache compute(const model::Transformer& model, const std::string& fingerprint, Targets targets,
                           at::Device device);
   // Reads a cache file; throws LoadError if it is corrupt or does not belong
