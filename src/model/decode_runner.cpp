@@ -5,6 +5,7 @@
 #include "t2/common/errors.hpp"
 
 #ifdef T2_CUDA_KERNELS
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -47,8 +48,26 @@ struct DecodeRunner::Graph {
 #endif
 };
 
+// The copy from pinned staging memory is asynchronous: the host must not
+// rewrite the buffer until the device has read it.
+struct DecodeRunner::CopyFence {
+#ifdef T2_CUDA_KERNELS
+  at::cuda::CUDAEvent copied;
+  void record() { copied.record(); }
+  void wait() { copied.synchronize(); }
+#else
+  void record() {}
+  void wait() {}
+#endif
+};
+
 DecodeRunner::DecodeRunner(const Transformer& model, KVCache& cache, int64_t max_rows, bool use_graphs)
-    : model_(model), cache_(cache), use_graphs_(use_graphs), pad_slot_(cache.allocate()), buckets_(batch_buckets(max_rows)) {
+    : model_(model),
+      cache_(cache),
+      use_graphs_(use_graphs),
+      pad_slot_(cache.allocate()),
+      buckets_(batch_buckets(max_rows)),
+      fence_(std::make_unique<CopyFence>()) {
   if (max_rows < 1) throw InvalidArgument("max_batch", "a decode runner needs at least one row");
   const at::Device device = model.placement().device;
 #ifdef T2_CUDA_KERNELS
@@ -74,6 +93,7 @@ at::Tensor DecodeRunner::run(const std::vector<DecodeRow>& rows, const StepWeigh
   }
   const int64_t padded = *bucket;
   // Prepare: rows then padding (token 0 at position 0 of the runner's own slot).
+  fence_->wait();
   auto* staged = staging_.data_ptr<int64_t>();
   const int64_t stride = staging_.size(1);
   int64_t max_key_length = 1;
@@ -100,7 +120,10 @@ at::Tensor DecodeRunner::run(const std::vector<DecodeRow>& rows, const StepWeigh
     staged[kAdapterSlots * stride + i] = row.adapter_slot;
     max_key_length = std::max(max_key_length, position + 1);
   }
-  if (inputs_.data_ptr() != staging_.data_ptr()) inputs_.copy_(staging_, /*non_blocking=*/true);
+  if (inputs_.data_ptr() != staging_.data_ptr()) {
+    inputs_.copy_(staging_, /*non_blocking=*/true);
+    fence_->record();
+  }
 
   const auto input = [&](Input which) { return inputs_[which].narrow(0, 0, padded); };
   const DecodeInputs decode{input(kTokens), input(kPositions), input(kSlots), max_key_length};

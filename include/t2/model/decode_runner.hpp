@@ -48,7 +48,8 @@ class DecodeRunner {
   int64_t captured_graphs() const { return captured_; }
 
  private:
-  struct Graph;  // a captured step and what it holds alive
+  struct Graph;      // a captured step and what it holds alive
+  struct CopyFence;  // when the last staged inputs reached the device
   Graph& graph_for(const std::string& key, const DecodeInputs& inputs, const AdapterBatch& batch, const StepWeights& weights);
 
   const Transformer& model_;
@@ -58,6 +59,7 @@ class DecodeRunner {
   std::vector<int64_t> buckets_;
   at::Tensor staging_;  // [4, max_rows] int64 on the host (pinned on CUDA): tokens, positions, slots, adapter slots
   at::Tensor inputs_;   // the same on the model's device
+  std::unique_ptr<CopyFence> fence_;  // the host waits on it before rewriting staging_
   std::list<std::unique_ptr<Graph>> graphs_;  // most recently used first
   int64_t captured_ = 0;
 };

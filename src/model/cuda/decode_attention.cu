@@ -42,34 +42,6 @@ __device__ inline KeyRange visible_keys(const int64_t* lengths, int n, int windo
   return {begin, end};
 }
 
-// kPerLane consecutive elements as floats: 16- or 8-byte loads when `full`,
-// else the first `live` one by one (zeros after them).
-template <typename T, int kPerLane>
-__device__ inline void load_row(const T* src, float (&dst)[kPerLane], bool full, int live) {
-  constexpr int kBytes = kPerLane * static_cast<int>(sizeof(T));
-  if (full && kBytes % 8 == 0) {
-    if constexpr (kBytes % 16 == 0) {
-      uint4 raw[kBytes / 16];
-#pragma unroll
-      for (int c = 0; c < kBytes / 16; ++c) raw[c] = reinterpret_cast<const uint4*>(src)[c];
-      const T* e = reinterpret_cast<const T*>(raw);
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) dst[i] = to_float(e[i]);
-      return;
-    } else {
-      uint2 raw[kBytes / 8];
-#pragma unroll
-      for (int c = 0; c < kBytes / 8; ++c) raw[c] = reinterpret_cast<const uint2*>(src)[c];
-      const T* e = reinterpret_cast<const T*>(raw);
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) dst[i] = to_float(e[i]);
-      return;
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < kPerLane; ++i) dst[i] = i < live ? to_float(src[i]) : 0.f;
-}
-
 // grid (splits, kv_heads, rows); block kWarps warps. Scores in log2 units.
 // kGroup and kPerLane bound G and head_dim / 32, so the per-lane arrays stay in registers.
 template <typename T, int kGroup, int kPerLane>
@@ -85,9 +57,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (chunk_begin >= chunk_end) return;  // the merge reads only splits that hold keys
 
   const int G = a.group, D = a.head_dim;
-  // Lane l holds elements [l * kPerLane, (l + 1) * kPerLane) of a head: one
-  // vector load per row when the head fills the warp exactly.
-  const bool full = D == 32 * kPerLane;
+  const int per_lane = (D + 31) / 32;
   float qr[kGroup][kPerLane];
   float acc[kGroup][kPerLane];
   float m[kGroup], l[kGroup];
@@ -98,48 +68,38 @@ __global__ void __launch_bounds__(kWarps * 32)
     l[g] = 0.f;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
-      const int d = lane * kPerLane + i;
-      const bool live = g < G && d < D;
+      const int d = lane + 32 * i;
+      const bool live = g < G && i < per_lane && d < D;
       qr[g][i] = live ? to_float(q[(static_cast<int64_t>(n) * a.heads + kv * G + g) * D + d]) * qscale : 0.f;
       acc[g][i] = 0.f;
     }
   }
   const int64_t slot = a.slots[n];
   const int64_t row_stride = static_cast<int64_t>(a.kv_heads) * D;
-  const T* k_base = k_cache + (slot * a.capacity) * row_stride + static_cast<int64_t>(kv) * D + lane * kPerLane;
-  const T* v_base = v_cache + (slot * a.capacity) * row_stride + static_cast<int64_t>(kv) * D + lane * kPerLane;
-  const int live = min(kPerLane, max(0, D - lane * kPerLane));
-  // Two keys per warp and iteration, their loads issued together.
-  for (int64_t j = chunk_begin + warp; j < chunk_end; j += 2 * kWarps) {
-    const bool second = j + kWarps < chunk_end;
-    float kr[2][kPerLane], vr[2][kPerLane];
-    load_row<T, kPerLane>(k_base + j * row_stride, kr[0], full, live);
-    load_row<T, kPerLane>(v_base + j * row_stride, vr[0], full, live);
-    if (second) {
-      load_row<T, kPerLane>(k_base + (j + kWarps) * row_stride, kr[1], full, live);
-      load_row<T, kPerLane>(v_base + (j + kWarps) * row_stride, vr[1], full, live);
-    } else {
+  const T* k_base = k_cache + (slot * a.capacity) * row_stride + static_cast<int64_t>(kv) * D;
+  const T* v_base = v_cache + (slot * a.capacity) * row_stride + static_cast<int64_t>(kv) * D;
+  for (int64_t j = chunk_begin + warp; j < chunk_end; j += kWarps) {
+    float kr[kPerLane], vr[kPerLane];
 #pragma unroll
-      for (int i = 0; i < kPerLane; ++i) kr[1][i] = vr[1][i] = 0.f;
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      const bool live = i < per_lane && d < D;
+      kr[i] = live ? to_float(k_base[j * row_stride + d]) : 0.f;
+      vr[i] = live ? to_float(v_base[j * row_stride + d]) : 0.f;
     }
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
       if (g >= G) break;
-      float s0 = 0.f, s1 = 0.f;
+      float s = 0.f;
 #pragma unroll
-      for (int i = 0; i < kPerLane; ++i) {
-        s0 += qr[g][i] * kr[0][i];
-        s1 += qr[g][i] * kr[1][i];
-      }
-      s0 = warp_sum(s0);
-      s1 = second ? warp_sum(s1) : -INFINITY;
-      const float m_new = fmaxf(m[g], fmaxf(s0, s1));
+      for (int i = 0; i < kPerLane; ++i) s += qr[g][i] * kr[i];
+      s = warp_sum(s);
+      const float m_new = fmaxf(m[g], s);
       const float correction = exp2f(m[g] - m_new);
-      const float p0 = exp2f(s0 - m_new);
-      const float p1 = second ? exp2f(s1 - m_new) : 0.f;
-      l[g] = l[g] * correction + p0 + p1;
+      const float p = exp2f(s - m_new);
+      l[g] = l[g] * correction + p;
 #pragma unroll
-      for (int i = 0; i < kPerLane; ++i) acc[g][i] = acc[g][i] * correction + p0 * vr[0][i] + p1 * vr[1][i];
+      for (int i = 0; i < kPerLane; ++i) acc[g][i] = acc[g][i] * correction + p * vr[i];
       m[g] = m_new;
     }
   }
@@ -153,7 +113,9 @@ __global__ void __launch_bounds__(kWarps * 32)
       s_sum[warp][g] = l[g];
     }
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) s_acc[warp][g][lane * kPerLane + i] = acc[g][i];
+    for (int i = 0; i < kPerLane; ++i) {
+      if (i < per_lane) s_acc[warp][g][lane + 32 * i] = acc[g][i];
+    }
   }
   __syncthreads();
   const int64_t out_row = (static_cast<int64_t>(n) * a.heads + kv * G) * a.splits + split;  // + g * splits
