@@ -168,20 +168,29 @@ TEST_F(EngineTest, RejectsBadRequests) {
   EXPECT_EQ(e.active(), 0u);  // nothing half-added
 }
 
+// Host and device sampling alike: the step fails before any token.
 TEST(EngineNonFinite, AStepWithNonFiniteLogitsFailsInsteadOfSamplingGarbage) {
   const auto config = t2::model::ModelConfig::from_json(t2::testing::tiny_config(), "tiny");
-  auto weights = t2::model::ModelWeights::random(config, t2::model::Placement{}, 1);
-  weights.final_norm.fill_(std::numeric_limits<float>::infinity());  // as an overflowing adapter or a broken file would
-  const t2::model::Transformer model(config, std::move(weights), t2::model::Placement{});
-  Engine engine(model, std::nullopt, {}, {2, 0});
-  GenerationRequest r;
-  r.prompt = {1, 2, 3};
-  r.max_tokens = 4;
-  engine.add(std::move(r));
-  try {
-    engine.step();
-    ADD_FAILURE() << "a step with non-finite logits produced tokens";
-  } catch (const t2::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("non-finite logits"), std::string::npos) << e.what();
+  for (const float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    auto weights = t2::model::ModelWeights::random(config, t2::model::Placement{}, 1);
+    weights.final_norm.fill_(bad);  // as an overflowing adapter or a broken file would
+    const t2::model::Transformer model(config, std::move(weights), t2::model::Placement{});
+    for (const bool device_sampling : {false, true}) {
+      t2::engine::EngineOptions options{2, 0};
+      options.device_sampling = device_sampling;
+      Engine engine(model, std::nullopt, {}, options);
+      GenerationRequest r;
+      r.prompt = {1, 2, 3};
+      r.max_tokens = 4;
+      r.sampling.temperature = 0.8;
+      r.sampling.top_p = 0.9;
+      engine.add(std::move(r));
+      try {
+        engine.step();
+        ADD_FAILURE() << "a step with non-finite logits produced tokens (device sampling " << device_sampling << ")";
+      } catch (const t2::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("non-finite logits"), std::string::npos) << e.what();
+      }
+    }
   }
 }

@@ -6,9 +6,11 @@
 // decodes). Each row runs its own adapter: when a step's rows share one
 // adaptation whose dense W' is ready, the dense path; otherwise the factored
 // per-row SVF path (AdapterBatch), while the store composes W' off this
-// thread. The caller (a CLI, the scheduler) decides when to add, step and
-// cancel; the engine owns the KV cache, the adapter table and per-sequence
-// sampling and detokenisation.
+// thread. A step of decode tokens only goes through the decode runner (fixed
+// shapes; CUDA graphs on a GPU), and on a GPU its tokens are sampled on the
+// device. The caller (a CLI, the scheduler) decides when to add, step and
+// cancel; the engine owns the KV cache, the decode runner, the adapter table
+// and per-sequence sampling and detokenisation.
 #pragma once
 
 #include <cstdint>

@@ -6,8 +6,7 @@
 // device memory, so one launch (and one CUDA graph) serves any lengths.
 #include "decode_attention_kernel.hpp"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "element.cuh"
 
 #include <cmath>
 
@@ -19,13 +18,6 @@ constexpr int kMaxGroup = 8;    // query heads per KV head
 constexpr int kMaxPerLane = 8;  // head_dim <= 256
 constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ inline float to_float(float x) { return x; }
-__device__ inline float to_float(__half x) { return __half2float(x); }
-__device__ inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ inline T from_float(float x);
-template <> __device__ inline float from_float<float>(float x) { return x; }
-template <> __device__ inline __half from_float<__half>(float x) { return __float2half(x); }
-template <> __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 
 __device__ inline float warp_sum(float x) {
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
