@@ -90,9 +90,9 @@ void run_serve(const ServeFlags& flags, const std::function<void(server::ServerC
     dispatch_options.context = c.dispatch_context;
     s.dispatcher.emplace(*s.model, tokenizer, *s.store, dispatch_options);
     default_strategy = c.dispatch == "auto" ? s.dispatcher->automatic_strategy() : dispatch::parse_strategy(c.dispatch);
-    s.scheduler.emplace(*s.model, tokenizer, stop_ids, *s.store, *s.dispatcher,
-                        engine::SchedulerOptions{c.max_batch, c.queue_capacity, c.context, c.max_step_tokens},
-                        s.vision ? &*s.vision : nullptr);
+    engine::SchedulerOptions scheduling{c.max_batch, c.queue_capacity, c.context, c.max_step_tokens};
+    scheduling.cuda_graphs = c.cuda_graphs;
+    s.scheduler.emplace(*s.model, tokenizer, stop_ids, *s.store, *s.dispatcher, scheduling, s.vision ? &*s.vision : nullptr);
     if (c.adapter_cache_bytes == 0) {
       // Everything else that lives on the device is allocated by now.
       s.store->set_budget_bytes(placement.free_memory_bytes() / 2);
@@ -162,6 +162,8 @@ void add_serve_command(CLI::App& app) {
   option("--threads", &server::ServerConfig::threads, "HTTP worker threads; 0 = max_batch + queue + 8 (T2_THREADS)");
   option("--max-step-tokens", &server::ServerConfig::max_step_tokens,
          "tokens per engine step; longer prompts prefill in chunks beside the decodes (T2_MAX_STEP_TOKENS)");
+  option("--cuda-graphs", &server::ServerConfig::cuda_graphs,
+         "on a GPU, replay decode steps as CUDA graphs; false runs the eager forward (T2_CUDA_GRAPHS)");
   option("--queue", &server::ServerConfig::queue_capacity, "requests waiting before 429 (T2_QUEUE_CAPACITY)");
   option("--context", &server::ServerConfig::context, "KV cache length per sequence; 0 = the model's (T2_CONTEXT)");
   option("--timeout", &server::ServerConfig::request_timeout_s, "per-request timeout in seconds (T2_REQUEST_TIMEOUT_S)");

@@ -66,14 +66,23 @@ void JobHandle::close() {
   ready_.notify_all();
 }
 
+namespace {
+
+EngineOptions engine_options(const SchedulerOptions& o) {
+  EngineOptions e{o.max_batch, o.context, o.max_step_tokens, o.dispatch_slots};
+  e.decode_path = o.cuda_graphs ? DecodePath::kAuto : DecodePath::kEager;
+  return e;
+}
+
+}  // namespace
+
 Scheduler::Scheduler(const model::Transformer& model, tokenizer::Tokenizer tokenizer, std::vector<int64_t> eos_token_ids,
                      svf::AdapterStore& store, dispatch::Dispatcher& dispatcher, SchedulerOptions options,
                      const vision::LlavaNext* vision)
     : store_(store),
       dispatcher_(dispatcher),
       options_(options),
-      engine_(model, std::move(tokenizer), std::move(eos_token_ids),
-              {options.max_batch, options.context, options.max_step_tokens, options.dispatch_slots}, &store, vision),
+      engine_(model, std::move(tokenizer), std::move(eos_token_ids), engine_options(options), &store, vision),
       kv_cache_bytes_(engine_.kv_cache_bytes()),
       adapter_table_bytes_(engine_.adapter_table_bytes()),
       thread_([this] { loop(); }) {}

@@ -29,6 +29,7 @@ void for_each_setting(ServerConfig& c, Visit&& visit) {
   visit("max_body_bytes", c.max_body_bytes);
   visit("max_batch", c.max_batch);
   visit("max_step_tokens", c.max_step_tokens);
+  visit("cuda_graphs", c.cuda_graphs);
   visit("queue_capacity", c.queue_capacity);
   visit("context", c.context);
   visit("request_timeout_s", c.request_timeout_s);

@@ -132,18 +132,22 @@ TEST(ImageParts, DataUrlsAreBase64AndRemoteUrlsNeedAnAllowedHost) {
 
 TEST(ServerConfig, FlagsBeatEnvironmentBeatFileBeatDefaults) {
   const auto dir = t2::testing::fresh_dir("config");
-  std::ofstream(dir / "server.json") << R"({"port": 9000, "max_batch": 4, "dispatch": "prompt", "api_keys": ["a"]})";
+  std::ofstream(dir / "server.json") << R"({"port": 9000, "max_batch": 4, "dispatch": "prompt", "api_keys": ["a"], "cuda_graphs": false})";
   t2::server::ServerConfig c;
   EXPECT_EQ(c.port, 8080);
   c.apply_file(dir / "server.json");
   EXPECT_EQ(c.port, 9000);
   EXPECT_EQ(c.max_batch, 4);
+  EXPECT_FALSE(c.cuda_graphs);
   setenv("T2_PORT", "9100", 1);
+  setenv("T2_CUDA_GRAPHS", "true", 1);
   setenv("T2_API_KEY", "k1,k2", 1);
   c.apply_environment();
   unsetenv("T2_PORT");
   unsetenv("T2_API_KEY");
+  unsetenv("T2_CUDA_GRAPHS");
   EXPECT_EQ(c.port, 9100);
+  EXPECT_TRUE(c.cuda_graphs);
   EXPECT_EQ(c.max_batch, 4);  // the file still rules where the environment is silent
   EXPECT_EQ(c.api_keys, (std::vector<std::string>{"k1", "k2"}));
   EXPECT_EQ(c.dispatch, "prompt");

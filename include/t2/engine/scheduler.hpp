@@ -85,6 +85,7 @@ struct SchedulerOptions {
   int64_t context = 0;          // 0: the model's
   int64_t max_step_tokens = 2048;  // tokens per engine step (chunked prefill beyond it)
   int64_t dispatch_slots = 12;     // KV slots for pass 1's scoring rows and cached prefixes
+  bool cuda_graphs = true;         // on a GPU, decode steps as CUDA graphs (EngineOptions::decode_path)
 };
 
 class Scheduler {

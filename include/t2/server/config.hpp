@@ -35,6 +35,7 @@ struct ServerConfig {
   std::string api_key_file;
   int64_t max_body_bytes = 16 << 20;  // a photo in a data: URL fits
   int64_t max_batch = 8;
+  bool cuda_graphs = true;          // decode steps replayed as CUDA graphs on a GPU (false: the eager forward)
   int64_t max_step_tokens = 2048;  // tokens per engine step; longer prompts prefill in chunks beside the decodes
   int64_t queue_capacity = 64;
   int64_t context = 0;  // 0: the model's
