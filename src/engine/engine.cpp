@@ -18,6 +18,7 @@ EngineOptions resolve(EngineOptions options, const model::Placement& placement) 
   if (options.decode_path == DecodePath::kAuto) {
     options.decode_path = placement.device.is_cuda() ? DecodePath::kGraphs : DecodePath::kEager;
   }
+  if (!options.device_sampling) options.device_sampling = placement.device.is_cuda();
   return options;
 }
 
@@ -42,7 +43,6 @@ Engine::Engine(const model::Transformer& model, std::optional<tokenizer::Tokeniz
       tokenizer_(std::move(tokenizer)),
       eos_token_ids_(std::move(eos_token_ids)),
       options_(resolve(options, model.placement())),
-      device_sampling_(options.device_sampling.value_or(model.placement().device.is_cuda())),
       store_(store),
       vision_(vision),
       // One more slot for the decode runner's padding rows.
@@ -300,9 +300,9 @@ StepOutput Engine::step() {
     logits = run_forward(rows, weights_for(rows, out), out);
     // NaN or Inf (broken weights, an adapter that overflows) would be sampled as garbage: fail the step instead.
     // The device sampler checks its rows in the copy that brings their tokens; scoring rows it does not see.
-    if (device_sampling_) device_samples = sample_tokens(rows, logits);
+    if (*options_.device_sampling) device_samples = sample_tokens(rows, logits);
     const bool all_checked =
-        device_sampling_ && std::none_of(rows.begin(), rows.end(), [](const Row& row) { return row.scoring != nullptr; });
+        *options_.device_sampling && std::none_of(rows.begin(), rows.end(), [](const Row& row) { return row.scoring != nullptr; });
     if (!all_checked && !at::isfinite(logits).all().item<bool>()) throw Error(kNonFiniteLogits);
   } catch (...) {
     for (const int64_t slot : scratch) cache_.release(slot);

@@ -3,9 +3,8 @@
 #include "t2/common/errors.hpp"
 
 #ifdef T2_CUDA_KERNELS
-#include <c10/cuda/CUDAStream.h>
-
 #include "cuda/decode_attention_kernel.hpp"
+#include "cuda/launch.hpp"
 #endif
 
 namespace t2::model {
@@ -15,15 +14,6 @@ namespace t2::model {
 namespace {
 
 constexpr int kKeysPerSplit = 128;
-
-cuda::ElementType element_type(at::ScalarType type) {
-  switch (type) {
-    case at::kFloat: return cuda::ElementType::kFloat32;
-    case at::kHalf: return cuda::ElementType::kFloat16;
-    case at::kBFloat16: return cuda::ElementType::kBFloat16;
-    default: throw InvalidArgument("dtype", std::string("decode attention does not support ") + c10::toString(type));
-  }
-}
 
 }  // namespace
 
@@ -62,11 +52,10 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache_k, cons
   const at::Tensor part_max = at::empty({N, H, args.splits}, f32);
   const at::Tensor part_sum = at::empty({N, H, args.splits}, f32);
   at::Tensor out = at::empty({N, H, D}, q.options());
-  const cudaError_t status =
-      cuda::launch_decode_attention(args, element_type(q.scalar_type()), query.data_ptr(), cache_k.data_ptr(),
-                                    cache_v.data_ptr(), part_acc.data_ptr<float>(), part_max.data_ptr<float>(),
-                                    part_sum.data_ptr<float>(), out.data_ptr(), c10::cuda::getCurrentCUDAStream(q.get_device()));
-  if (status != cudaSuccess) throw Error(std::string("decode attention kernel: ") + cudaGetErrorString(status));
+  cuda::check_launch(cuda::launch_decode_attention(args, cuda::element_type(q), query.data_ptr(), cache_k.data_ptr(),
+                                                   cache_v.data_ptr(), part_acc.data_ptr<float>(), part_max.data_ptr<float>(),
+                                                   part_sum.data_ptr<float>(), out.data_ptr(), cuda::stream_of(q)),
+                     "decode attention kernel");
   return out.view({N, H * D});
 }
 

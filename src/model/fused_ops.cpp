@@ -3,9 +3,8 @@
 #include "t2/common/errors.hpp"
 
 #ifdef T2_CUDA_KERNELS
-#include <c10/cuda/CUDAStream.h>
-
 #include "cuda/fused_ops_kernel.hpp"
+#include "cuda/launch.hpp"
 #endif
 
 namespace t2::model {
@@ -14,20 +13,9 @@ namespace t2::model {
 
 namespace {
 
-cuda::ElementType element_type(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return cuda::ElementType::kFloat32;
-    case at::kHalf: return cuda::ElementType::kFloat16;
-    case at::kBFloat16: return cuda::ElementType::kBFloat16;
-    default: throw Error(std::string("fused ops: unsupported dtype ") + c10::toString(t.scalar_type()));
-  }
-}
-
-cudaStream_t stream_of(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.get_device()); }
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(status));
-}
+using cuda::check_launch;
+using cuda::element_type;
+using cuda::stream_of;
 
 void require_contiguous(const at::Tensor& t, const char* what) {
   if (!t.is_contiguous()) throw Error(std::string("fused ops: ") + what + " must be contiguous");
@@ -42,10 +30,10 @@ at::Tensor add_rms_norm(at::Tensor& hidden, const at::Tensor& delta, const at::T
   const at::Tensor d = delta.defined() ? delta.contiguous() : delta;
   const int64_t width = hidden.size(-1);
   at::Tensor out = at::empty_like(hidden);
-  check(cuda::launch_add_rms_norm(element_type(hidden), hidden.data_ptr(), d.defined() ? d.data_ptr() : nullptr,
-                                  weight.contiguous().data_ptr(), out.data_ptr(), hidden.numel() / width, width,
-                                  static_cast<float>(eps), stream_of(hidden)),
-        "add_rms_norm kernel");
+  check_launch(cuda::launch_add_rms_norm(element_type(hidden), hidden.data_ptr(), d.defined() ? d.data_ptr() : nullptr,
+                                         weight.contiguous().data_ptr(), out.data_ptr(), hidden.numel() / width, width,
+                                         static_cast<float>(eps), stream_of(hidden)),
+               "add_rms_norm kernel");
   return out;
 }
 
@@ -55,20 +43,22 @@ void rope_and_cache_write(at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   require_contiguous(cache_k, "the key cache");
   require_contiguous(cache_v, "the value cache");
   const at::Tensor kc = k.contiguous(), vc = v.contiguous();
-  check(cuda::launch_rope_and_cache_write(element_type(q), q.data_ptr(), kc.data_ptr(), vc.data_ptr(), cos.data_ptr<float>(),
-                                          sin.data_ptr<float>(), positions.contiguous().data_ptr<int64_t>(),
-                                          write_rows.contiguous().data_ptr<int64_t>(), cache_k.data_ptr(), cache_v.data_ptr(),
-                                          q.size(0), static_cast<int>(q.size(1)), static_cast<int>(k.size(1)),
-                                          static_cast<int>(q.size(2)), stream_of(q)),
-        "rope kernel");
+  check_launch(cuda::launch_rope_and_cache_write(element_type(q), q.data_ptr(), kc.data_ptr(), vc.data_ptr(),
+                                                 cos.data_ptr<float>(), sin.data_ptr<float>(),
+                                                 positions.contiguous().data_ptr<int64_t>(),
+                                                 write_rows.contiguous().data_ptr<int64_t>(), cache_k.data_ptr(),
+                                                 cache_v.data_ptr(), q.size(0), static_cast<int>(q.size(1)),
+                                                 static_cast<int>(k.size(1)), static_cast<int>(q.size(2)), stream_of(q)),
+               "rope kernel");
 }
 
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
   const at::Tensor g = gate.contiguous(), u = up.contiguous();
   at::Tensor out = at::empty_like(g);
   const int64_t width = g.size(-1);
-  check(cuda::launch_silu_mul(element_type(g), g.data_ptr(), u.data_ptr(), out.data_ptr(), g.numel() / width, width, stream_of(g)),
-        "silu_mul kernel");
+  check_launch(
+      cuda::launch_silu_mul(element_type(g), g.data_ptr(), u.data_ptr(), out.data_ptr(), g.numel() / width, width, stream_of(g)),
+      "silu_mul kernel");
   return out;
 }
 

@@ -172,6 +172,16 @@ at::Tensor Transformer::attend_masked(int64_t layer, const at::Tensor& q, const 
       .reshape({B * T, H * D});
 }
 
+void Transformer::set_positions(Attention& attn, at::Tensor positions, bool fused) const {
+  // The fused RoPE kernel reads the float32 tables by position; the eager ops need them gathered.
+  if (!fused) {
+    const int64_t N = positions.size(0);
+    attn.cos = rope_cos_.index_select(0, positions).view({N, 1, -1}).to(placement_.dtype);
+    attn.sin = rope_sin_.index_select(0, positions).view({N, 1, -1}).to(placement_.dtype);
+  }
+  attn.positions = std::move(positions);
+}
+
 void Transformer::write_kv(int64_t layer, const at::Tensor& k, const at::Tensor& v, const Attention& attn, KVCache& cache) const {
   at::Tensor& cache_k = cache.keys(layer);
   at::Tensor& cache_v = cache.values(layer);
@@ -304,10 +314,7 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
 
   Attention attn;
   attn.tokens = N;
-  const at::Tensor position_index = to_device(positions);
-  attn.positions = position_index;
-  attn.cos = rope_cos_.index_select(0, position_index).view({N, 1, -1}).to(placement_.dtype);
-  attn.sin = rope_sin_.index_select(0, position_index).view({N, 1, -1}).to(placement_.dtype);
+  set_positions(attn, to_device(positions), /*fused=*/fused_ops_available(placement_.device));
   attn.write_rows = to_device(write_rows);
 
   // Single-token chunks attend together; so do the longer ones, padded to the longest.
@@ -399,25 +406,18 @@ at::Tensor Transformer::decode(const DecodeInputs& in, KVCache& cache, const Ada
   const int64_t G = config_.num_heads / config_.num_kv_heads;
   Attention attn;
   attn.tokens = N;
-  attn.positions = in.positions;
-  attn.cos = rope_cos_.index_select(0, in.positions).view({N, 1, -1}).to(placement_.dtype);
-  attn.sin = rope_sin_.index_select(0, in.positions).view({N, 1, -1}).to(placement_.dtype);
+  set_positions(attn, in.positions, /*fused=*/fused_ops_available(placement_.device));
   attn.write_rows = in.slots * cache.capacity() + in.positions;
   AttentionGroup g;
   g.batch = N;
   g.length = 1;
-  const at::Tensor key_lengths = in.positions + 1;
   if (decode_attention_available(placement_.device, G, config_.head_dim)) {
-    g.key_lengths = key_lengths;
+    g.key_lengths = in.positions + 1;
     g.kernel_slots = in.slots;
   } else {
-    const int64_t L = in.max_key_length;
-    g.key_length = L;
+    g.key_length = in.max_key_length;
     g.read_slots = in.slots;
-    const at::Tensor key_pos = at::arange(L, in.positions.options()).view({1, -1});
-    at::Tensor mask = key_pos < key_lengths.view({-1, 1});
-    if (config_.sliding_window) mask = mask.logical_and(key_pos >= key_lengths.view({-1, 1}) - *config_.sliding_window);
-    g.mask = grouped_mask(mask.view({N, 1, 1, L}), G);
+    g.mask = grouped_mask(attention_mask(in.positions, at::ones_like(in.positions), 1, g.key_length, config_.sliding_window), G);
   }
   attn.groups.push_back(std::move(g));
   const at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, in.tokens), attn, adapters, &cache);
@@ -439,9 +439,7 @@ at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector
   const auto long_options = at::TensorOptions().dtype(at::kLong).device(placement_.device);
   Attention attn;
   attn.tokens = B * T;
-  const at::Tensor positions = at::arange(T, long_options).repeat({B});
-  attn.cos = rope_cos_.index_select(0, positions).view({B * T, 1, -1}).to(placement_.dtype);
-  attn.sin = rope_sin_.index_select(0, positions).view({B * T, 1, -1}).to(placement_.dtype);
+  set_positions(attn, at::arange(T, long_options).repeat({B}), /*fused=*/false);
   AttentionGroup g;
   g.batch = B;
   g.length = T;

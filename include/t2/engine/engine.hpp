@@ -215,8 +215,7 @@ class Engine {
   const model::Transformer& model_;
   std::optional<tokenizer::Tokenizer> tokenizer_;
   std::vector<int64_t> eos_token_ids_;
-  EngineOptions options_;
-  const bool device_sampling_;  // options_.device_sampling resolved for the model's device
+  EngineOptions options_;  // decode_path and device_sampling resolved for the model's device
   svf::AdapterStore* store_;
   const vision::LlavaNext* vision_;
   model::KVCache cache_;

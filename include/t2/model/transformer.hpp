@@ -88,6 +88,8 @@ class Transformer {
   // The same with the elementwise steps fused (fused_ops.hpp): CUDA inference.
   at::Tensor decode_layers_fused(at::Tensor hidden, const Attention& attention, const AdapterBatch& adapters,
                                  KVCache& cache) const;
+  // The call's token positions, and the RoPE tables gathered for them unless the fused kernels run.
+  void set_positions(Attention& attention, at::Tensor positions, bool fused) const;
   void write_kv(int64_t layer, const at::Tensor& k, const at::Tensor& v, const Attention& attention, KVCache& cache) const;
   at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const Attention& attention, KVCache* cache) const;
