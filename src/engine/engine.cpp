@@ -62,6 +62,23 @@ Engine::Engine(const model::Transformer& model, std::optional<tokenizer::Tokeniz
   }
 }
 
+int64_t Engine::capture_decode_graphs() {
+  if (!runner_ || !runner_->uses_graphs()) return 0;
+  model::StepWeights base;
+  base.dense = &model_.base_projections();
+  int64_t captured = runner_->capture(base);
+  if (table_) {
+    // Experts over every matrix the SVD cache covers: the adapted pattern of a step that mixes them.
+    model::StepWeights factored;
+    factored.table = &table_->factor_table();
+    for (const auto& layer : table_->factor_table()) {
+      for (const model::FactoredProjection* matrix : layer) factored.adapted.push_back(matrix != nullptr);
+    }
+    captured += runner_->capture(factored);
+  }
+  return captured;
+}
+
 SequenceId Engine::add(GenerationRequest request) {
   request.sampling.validate();
   const auto prompt_tokens = static_cast<int64_t>(request.prompt.size());

@@ -1,5 +1,8 @@
 #include "t2/engine/scheduler.hpp"
 
+#include <chrono>
+#include <cstdio>
+
 #include "t2/common/errors.hpp"
 #include "t2/common/log.hpp"
 
@@ -84,8 +87,19 @@ Scheduler::Scheduler(const model::Transformer& model, tokenizer::Tokenizer token
       options_(options),
       engine_(model, std::move(tokenizer), std::move(eos_token_ids), engine_options(options), &store, vision),
       kv_cache_bytes_(engine_.kv_cache_bytes()),
-      adapter_table_bytes_(engine_.adapter_table_bytes()),
-      thread_([this] { loop(); }) {}
+      adapter_table_bytes_(engine_.adapter_table_bytes()) {
+  if (options_.cuda_graphs) {
+    const auto start = std::chrono::steady_clock::now();
+    if (const int64_t graphs = engine_.capture_decode_graphs(); graphs > 0) {
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      char took[32];
+      std::snprintf(took, sizeof took, "%.1f s", seconds);
+      log::info("captured " + std::to_string(graphs) + " decode CUDA graphs in " + took);
+    }
+  }
+  // The engine is the loop's from here on.
+  thread_ = std::thread([this] { loop(); });
+}
 
 Scheduler::~Scheduler() { drain(); }
 

@@ -91,8 +91,24 @@ at::Tensor DecodeRunner::run(const std::vector<DecodeRow>& rows, const StepWeigh
   if (n == 0 || bucket == buckets_.end()) {
     throw InvalidArgument("rows", "a decode step has 1 to " + std::to_string(buckets_.back()) + " rows, not " + std::to_string(n));
   }
-  const int64_t padded = *bucket;
-  // Prepare: rows then padding (token 0 at position 0 of the runner's own slot).
+  const int64_t max_key_length = stage(rows, *bucket);
+  const at::Tensor logits = execute(*bucket, max_key_length, weights);
+  for (const DecodeRow& row : rows) cache_.advance(row.slot, 1);
+  return logits.narrow(0, 0, n);
+}
+
+int64_t DecodeRunner::capture(const StepWeights& weights) {
+  if (!use_graphs_) return 0;
+  const int64_t before = captured_;
+  for (size_t i = 0; i < buckets_.size() && static_cast<int64_t>(i) < kMaxGraphs / 2; ++i) {
+    execute(buckets_[i], stage({}, buckets_[i]), weights);  // padding rows only: they write the runner's own slot
+  }
+  return captured_ - before;
+}
+
+int64_t DecodeRunner::stage(const std::vector<DecodeRow>& rows, int64_t padded) {
+  const auto n = static_cast<int64_t>(rows.size());
+  // Rows then padding (token 0 at position 0 of the runner's own slot).
   fence_->wait();
   auto* staged = staging_.data_ptr<int64_t>();
   const int64_t stride = staging_.size(1);
@@ -124,21 +140,18 @@ at::Tensor DecodeRunner::run(const std::vector<DecodeRow>& rows, const StepWeigh
     inputs_.copy_(staging_, /*non_blocking=*/true);
     fence_->record();
   }
+  return max_key_length;
+}
 
+at::Tensor DecodeRunner::execute(int64_t padded, int64_t max_key_length, const StepWeights& weights) {
   const auto input = [&](Input which) { return inputs_[which].narrow(0, 0, padded); };
   const DecodeInputs decode{input(kTokens), input(kPositions), input(kSlots), max_key_length};
   const AdapterBatch batch = weights.dense != nullptr
                                  ? AdapterBatch(*weights.dense)
                                  : AdapterBatch::factored(model_.base_projections(), *weights.table, input(kAdapterSlots),
                                                           weights.adapted);
-  at::Tensor logits;
-  if (use_graphs_) {
-    logits = graph_for(std::to_string(padded) + "/" + weights_key(weights), decode, batch, weights).logits;
-  } else {
-    logits = model_.decode(decode, cache_, batch);
-  }
-  for (const DecodeRow& row : rows) cache_.advance(row.slot, 1);
-  return logits.narrow(0, 0, n);
+  if (use_graphs_) return graph_for(std::to_string(padded) + "/" + weights_key(weights), decode, batch, weights).logits;
+  return model_.decode(decode, cache_, batch);
 }
 
 #ifdef T2_CUDA_KERNELS

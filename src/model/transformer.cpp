@@ -6,6 +6,7 @@
 #include "t2/common/errors.hpp"
 #include "t2/model/decode_attention.hpp"
 #include "t2/model/fused_ops.hpp"
+#include "t2/model/linear.hpp"
 
 namespace t2::model {
 
@@ -204,16 +205,16 @@ at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, 
       return adapters.project(l, p, x, lw.bias[static_cast<size_t>(p)]);
     };
     const at::Tensor x = rms_norm(hidden, lw.input_norm);
-    const at::Tensor q = apply_rope(project(Projection::kQ, x).view({N, H, D}), attn.cos, attn.sin);
-    const at::Tensor k = apply_rope(project(Projection::kK, x).view({N, KV, D}), attn.cos, attn.sin);
-    const at::Tensor v = project(Projection::kV, x).view({N, KV, D});
+    const std::vector<at::Tensor> qkv = adapters.project_group(l, ProjectionGroup::kQKV, x, lw);
+    const at::Tensor q = apply_rope(qkv[0].view({N, H, D}), attn.cos, attn.sin);
+    const at::Tensor k = apply_rope(qkv[1].view({N, KV, D}), attn.cos, attn.sin);
+    const at::Tensor v = qkv[2].view({N, KV, D});
     if (cache != nullptr) write_kv(l, k, v, attn, *cache);
     hidden = hidden + project(Projection::kO, attend(l, q, k, v, attn, cache));
 
     const at::Tensor y = rms_norm(hidden, lw.post_attention_norm);
-    const at::Tensor gate = project(Projection::kGate, y);
-    const at::Tensor up = project(Projection::kUp, y);
-    hidden = hidden + project(Projection::kDown, at::silu(gate) * up);
+    const std::vector<at::Tensor> gate_up = adapters.project_group(l, ProjectionGroup::kGateUp, y, lw);
+    hidden = hidden + project(Projection::kDown, at::silu(gate_up[0]) * gate_up[1]);
   }
   return rms_norm(hidden, weights_.final_norm);
 }
@@ -221,7 +222,6 @@ at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, 
 at::Tensor Transformer::decode_layers_fused(at::Tensor hidden, const Attention& attn, const AdapterBatch& adapters,
                                             KVCache& cache) const {
   const int64_t N = attn.tokens;
-  const int64_t H = config_.num_heads;
   const int64_t KV = config_.num_kv_heads;
   const int64_t D = config_.head_dim;
   const double eps = config_.rms_norm_eps;
@@ -232,12 +232,14 @@ at::Tensor Transformer::decode_layers_fused(at::Tensor hidden, const Attention& 
     const auto project = [&](Projection p, const at::Tensor& in) {
       return adapters.project(l, p, in, lw.bias[static_cast<size_t>(p)]);
     };
-    at::Tensor q = project(Projection::kQ, x).view({N, H, D});
-    const at::Tensor k = project(Projection::kK, x).view({N, KV, D});
-    const at::Tensor v = project(Projection::kV, x).view({N, KV, D});
-    rope_and_cache_write(q, k, v, rope_cos_, rope_sin_, attn.positions, attn.write_rows, cache.keys(l), cache.values(l));
+    const std::vector<at::Tensor> qkv = adapters.project_group(l, ProjectionGroup::kQKV, x, lw);
+    const at::Tensor q = rope_and_cache_write(qkv[0], qkv[1], qkv[2], rope_cos_, rope_sin_, attn.positions, attn.write_rows,
+                                              cache.keys(l), cache.values(l));
+    // The cache holds k and v now; only the masked (prefill) path reads them, from there.
+    const at::Tensor k = qkv[1].view({N, KV, D}), v = qkv[2].view({N, KV, D});
     const at::Tensor y = add_rms_norm(hidden, project(Projection::kO, attend(l, q, k, v, attn, &cache)), lw.post_attention_norm, eps);
-    const at::Tensor mlp = project(Projection::kDown, silu_mul(project(Projection::kGate, y), project(Projection::kUp, y)));
+    const std::vector<at::Tensor> gate_up = adapters.project_group(l, ProjectionGroup::kGateUp, y, lw);
+    const at::Tensor mlp = project(Projection::kDown, silu_mul(gate_up[0], gate_up[1]));
     const bool last = l + 1 == config_.num_layers;
     x = add_rms_norm(hidden, mlp, last ? weights_.final_norm : weights_.layers[static_cast<size_t>(l + 1)].input_norm, eps);
   }
@@ -398,7 +400,7 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
   const auto out_dtype = at::promote_types(placement_.dtype, at::kFloat);
   if (logit_rows.empty()) return at::empty({0, config_.vocab_size}, hidden.options().dtype(out_dtype));
   const at::Tensor selected = static_cast<int64_t>(logit_rows.size()) == N ? hidden : hidden.index_select(0, to_device(logit_rows));
-  return at::linear(selected, weights_.lm_head).to(out_dtype);
+  return model::linear(selected, weights_.lm_head).to(out_dtype);
 }
 
 at::Tensor Transformer::decode(const DecodeInputs& in, KVCache& cache, const AdapterBatch& adapters) const {
@@ -421,7 +423,7 @@ at::Tensor Transformer::decode(const DecodeInputs& in, KVCache& cache, const Ada
   }
   attn.groups.push_back(std::move(g));
   const at::Tensor hidden = decode_layers(at::embedding(weights_.embed_tokens, in.tokens), attn, adapters, &cache);
-  return at::linear(hidden, weights_.lm_head).to(at::promote_types(placement_.dtype, at::kFloat));
+  return model::linear(hidden, weights_.lm_head).to(at::promote_types(placement_.dtype, at::kFloat));
 }
 
 at::Tensor Transformer::forward_full(const at::Tensor& tokens, const std::vector<int64_t>& lengths,

@@ -27,6 +27,30 @@ bool has_bias(const ModelConfig& c, Projection p) {
   }
 }
 
+// Stacks every group's matrices, and its biases where each member has one.
+void stack_groups(ModelWeights& w) {
+  for (int64_t l = 0; l < w.projections.num_layers(); ++l) {
+    LayerWeights& layer = w.layers[static_cast<size_t>(l)];
+    for (const ProjectionGroup g : {ProjectionGroup::kQKV, ProjectionGroup::kGateUp}) {
+      w.projections.stack(l, g);
+      std::vector<at::Tensor> biases;
+      for (const Projection p : group_members(g)) {
+        if (layer.bias[static_cast<size_t>(p)].defined()) biases.push_back(layer.bias[static_cast<size_t>(p)]);
+      }
+      if (biases.size() != group_members(g).size()) continue;
+      at::Tensor stacked = at::cat(biases);
+      int64_t offset = 0;
+      for (const Projection p : group_members(g)) {
+        at::Tensor& bias = layer.bias[static_cast<size_t>(p)];
+        const int64_t rows = bias.size(0);
+        bias = stacked.narrow(0, offset, rows);
+        offset += rows;
+      }
+      layer.stacked_bias[static_cast<size_t>(g)] = std::move(stacked);
+    }
+  }
+}
+
 template <typename Read>
 ModelWeights assemble(const ModelConfig& c, const TextWeightNames& names, Read&& read) {
   ModelWeights w;
@@ -52,6 +76,51 @@ ModelWeights assemble(const ModelConfig& c, const TextWeightNames& names, Read&&
 }
 
 }  // namespace
+
+const std::vector<Projection>& group_members(ProjectionGroup g) {
+  static const std::vector<Projection> qkv = {Projection::kQ, Projection::kK, Projection::kV};
+  static const std::vector<Projection> gate_up = {Projection::kGate, Projection::kUp};
+  return g == ProjectionGroup::kQKV ? qkv : gate_up;
+}
+
+std::optional<ProjectionGroup> group_of(Projection p) {
+  switch (p) {
+    case Projection::kQ:
+    case Projection::kK:
+    case Projection::kV: return ProjectionGroup::kQKV;
+    case Projection::kGate:
+    case Projection::kUp: return ProjectionGroup::kGateUp;
+    default: return std::nullopt;
+  }
+}
+
+void ProjectionSet::set(int64_t layer, Projection p, at::Tensor weight) {
+  Layer& l = layers_.at(static_cast<size_t>(layer));
+  l.matrices[static_cast<size_t>(p)] = std::move(weight);
+  if (const auto g = group_of(p)) l.stacked[static_cast<size_t>(*g)] = at::Tensor();
+}
+
+void ProjectionSet::set_stacked(int64_t layer, ProjectionGroup g, at::Tensor weights) {
+  Layer& l = layers_.at(static_cast<size_t>(layer));
+  int64_t offset = 0;
+  for (const Projection p : group_members(g)) {
+    at::Tensor& member = l.matrices[static_cast<size_t>(p)];
+    const int64_t rows = member.defined() ? member.size(0) : 0;
+    if (!member.defined() || member.size(1) != weights.size(1) || offset + rows > weights.size(0)) {
+      throw InvalidArgument("weights", "a stacked group must hold its members' rows, in their shapes");
+    }
+    member = weights.narrow(0, offset, rows);
+    offset += rows;
+  }
+  if (offset != weights.size(0)) throw InvalidArgument("weights", "a stacked group must hold exactly its members' rows");
+  l.stacked[static_cast<size_t>(g)] = std::move(weights);
+}
+
+void ProjectionSet::stack(int64_t layer, ProjectionGroup g) {
+  std::vector<at::Tensor> members;
+  for (const Projection p : group_members(g)) members.push_back(get(layer, p));
+  set_stacked(layer, g, at::cat(members));
+}
 
 const char* projection_module(Projection p) {
   switch (p) {
@@ -164,9 +233,11 @@ ModelWeights ModelWeights::load(const std::filesystem::path& model_dir, const Mo
   const Checkpoint checkpoint(model_dir);
   const TextWeightNames names = TextWeightNames::detect(checkpoint);
   checkpoint.check_layer_count(names.prefix + "layers.", config.num_layers, "num_hidden_layers");
-  return assemble(config, names, [&](const std::string& name, const std::vector<int64_t>& shape) {
+  ModelWeights weights = assemble(config, names, [&](const std::string& name, const std::vector<int64_t>& shape) {
     return checkpoint.read(name, shape, placement);
   });
+  stack_groups(weights);
+  return weights;
 }
 
 std::string checkpoint_fingerprint(const std::filesystem::path& model_dir) {
@@ -176,7 +247,7 @@ std::string checkpoint_fingerprint(const std::filesystem::path& model_dir) {
 ModelWeights ModelWeights::random(const ModelConfig& config, const Placement& placement, uint64_t seed) {
   at::manual_seed(seed);
   const auto options = at::TensorOptions().device(placement.device).dtype(placement.dtype);
-  return assemble(config, TextWeightNames{}, [&](const std::string& name, const std::vector<int64_t>& shape) {
+  ModelWeights weights = assemble(config, TextWeightNames{}, [&](const std::string& name, const std::vector<int64_t>& shape) {
     if (shape.size() == 1) {
       // Norm weights near 1 and small biases keep activations in range.
       const bool is_norm = name.find("norm") != std::string::npos;
@@ -184,6 +255,8 @@ ModelWeights ModelWeights::random(const ModelConfig& config, const Placement& pl
     }
     return at::randn(shape, options).mul_(0.02);
   });
+  stack_groups(weights);
+  return weights;
 }
 
 }  // namespace t2::model

@@ -312,11 +312,41 @@ void AdapterStore::composer_loop() {
 std::shared_ptr<const model::ProjectionSet> AdapterStore::compose_dense(const Adapter& adapter) const {
   c10::InferenceMode guard;
   auto weights = std::make_shared<model::ProjectionSet>(model_.base_projections());
-  for (const auto& [id, scale] : adapter.scales) {
+  // W' = U diag(scale) Vh, written into `out`; diag(scale) on the smaller factor:
+  // Vh's rows when U is the tall one (gate, up), else U's columns.
+  const auto compose_into = [&](const MatrixId& id, at::Tensor out) {
     const SvdFactors& f = factors_.at(id);
-    // diag(scale) on the smaller factor: Vh's rows when U is the tall one (gate, up), else U's columns.
+    const at::Tensor& scale = adapter.scales.at(id);
     const bool tall = f.U.size(0) > f.Vh.size(1);
-    weights->set(id.layer, id.projection, tall ? at::matmul(f.U, f.Vh * scale.unsqueeze(1)) : at::matmul(f.U * scale, f.Vh));
+    return tall ? at::mm_out(out, f.U, f.Vh * scale.unsqueeze(1)) : at::mm_out(out, f.U * scale, f.Vh);
+  };
+  std::set<MatrixId> stacked;
+  // A group adapted whole is composed into one buffer, so it keeps running as one GEMM.
+  for (int64_t layer = 0; layer < weights->num_layers(); ++layer) {
+    for (const model::ProjectionGroup group : {model::ProjectionGroup::kQKV, model::ProjectionGroup::kGateUp}) {
+      const std::vector<model::Projection>& members = model::group_members(group);
+      const bool whole = std::all_of(members.begin(), members.end(), [&](model::Projection p) {
+        return adapter.scales.count(MatrixId{layer, p}) > 0;
+      });
+      if (!whole) continue;
+      const at::Tensor& base = model_.base_projections().get(layer, members.front());
+      int64_t rows = 0;
+      for (const model::Projection p : members) rows += model_.base_projections().get(layer, p).size(0);
+      at::Tensor buffer = at::empty({rows, base.size(1)}, base.options());
+      int64_t offset = 0;
+      for (const model::Projection p : members) {
+        const int64_t n = model_.base_projections().get(layer, p).size(0);
+        compose_into(MatrixId{layer, p}, buffer.narrow(0, offset, n));
+        stacked.insert(MatrixId{layer, p});
+        offset += n;
+      }
+      weights->set_stacked(layer, group, std::move(buffer));
+    }
+  }
+  for (const auto& [id, scale] : adapter.scales) {
+    if (stacked.count(id) > 0) continue;
+    const at::Tensor& base = model_.base_projections().get(id.layer, id.projection);
+    weights->set(id.layer, id.projection, compose_into(id, at::empty_like(base)));
   }
   model_.placement().synchronize();  // count the kernels' time, not their launch
   return weights;

@@ -37,16 +37,20 @@ class DecodeRunnerTest : public t2::testing::StoriesSvfTest {
   struct Run {
     std::vector<std::vector<int64_t>> tokens;
     int64_t fixed_shape_steps = 0, factored_fixed_steps = 0;
+    int64_t captured_up_front = 0;
   };
 
   // Requests over base, two experts and a mixture, joining at different steps,
   // some ending early, so batch sizes cross the buckets and slots free up.
-  Run generate(const t2::model::Transformer& model, t2::svf::AdapterStore& store, DecodePath path, bool sampled) const {
+  Run generate(const t2::model::Transformer& model, t2::svf::AdapterStore& store, DecodePath path, bool sampled,
+               bool capture_first = false) const {
     EngineOptions options;
     options.max_sequences = 7;  // not a power of two: the last bucket is 7
     options.max_step_tokens = 64;
     options.decode_path = path;
     Engine engine(model, *tokenizer_, {2}, options, &store);
+    Run run;
+    if (capture_first) run.captured_up_front = engine.capture_decode_graphs();
     const std::vector<Adaptation> all = {Adaptation::base(), Adaptation::expert("bird"), Adaptation::expert("cat"),
                                          Adaptation::parse_mixture("bird=0.3,cat=0.7")};
     const std::vector<std::string> prompts = {"Once upon a time", "The bird sang", "A cat sat on the mat and", "Tom", "Lily went"};
@@ -64,7 +68,6 @@ class DecodeRunnerTest : public t2::testing::StoriesSvfTest {
       r.adapter = store.adapter(all[next < 3 ? 1 : (next * 3) % all.size()]);
       index[engine.add(std::move(r))] = next++;
     };
-    Run run;
     run.tokens.resize(kRequests);
     for (int i = 0; i < 3; ++i) add();
     for (int step = 0; engine.active() > 0; ++step) {
@@ -148,9 +151,12 @@ TEST_F(DecodeRunnerTest, CudaGraphsGiveTheEagerTokensOnCuda) {
     EXPECT_GT(graphs.factored_fixed_steps, 0);
     for (size_t i = 0; i < eager.tokens.size(); ++i) EXPECT_EQ(graphs.tokens[i], eager.tokens[i]) << "request " << i << " sampled " << sampled;
   }
-  // And against the plain forward (no padding).
+  // And against the plain forward (no padding), with the graphs captured
+  // before the first request: base and factored, buckets 1, 2, 4 and 7.
   const Run plain = generate(model, store, DecodePath::kEager, false);
-  const Run graphs = generate(model, store, DecodePath::kGraphs, false);
+  const Run graphs = generate(model, store, DecodePath::kGraphs, false, /*capture_first=*/true);
+  EXPECT_EQ(graphs.captured_up_front, 8);
+  EXPECT_EQ(plain.captured_up_front, 0);
   for (size_t i = 0; i < plain.tokens.size(); ++i) EXPECT_EQ(graphs.tokens[i], plain.tokens[i]) << "request " << i;
 }
 
@@ -175,6 +181,9 @@ TEST_F(DecodeRunnerTest, CudaGraphLogitsMatchTheEagerStepsInBf16) {
   }
   t2::model::StepWeights base;
   base.dense = &model.base_projections();
+  // Captured up front (padding rows only), replayed for the real rows.
+  EXPECT_EQ(graphs.capture(base), 3);  // buckets 1, 2, 4
+  EXPECT_EQ(eager.capture(base), 0);
   for (int step = 0; step < 4; ++step) {
     std::vector<t2::model::DecodeRow> rows;
     for (size_t i = 0; i < slots.size(); ++i) rows.push_back({slots[i], 20 + static_cast<int64_t>(i) + step, 0});
@@ -183,7 +192,7 @@ TEST_F(DecodeRunnerTest, CudaGraphLogitsMatchTheEagerStepsInBf16) {
     const double scale = expected.abs().max().item<double>();
     EXPECT_LT((replayed - expected).abs().max().item<double>(), 2e-2 * scale) << "step " << step;
   }
-  EXPECT_EQ(graphs.captured_graphs(), 1);  // one bucket, one weight set: captured once, replayed after
+  EXPECT_EQ(graphs.captured_graphs(), 3);  // nothing captured after the first step
 }
 
 // The decode kernel against SDPA with an explicit mask, for GQA groups, head

@@ -290,6 +290,33 @@ TEST_F(SvfStories, OnesExpertReproducesTheBaseModelTokenForToken) {
   EXPECT_EQ(greedy(weights, 120), greedy(nullptr, 120));
 }
 
+// A group the expert adapts whole (gate/up) is composed into one stacked
+// buffer, each block the matrix's own W'; other matrices stay as they were.
+TEST_F(SvfStories, DenseCompositionStacksWholeGroupsEachBlockItsOwnMatrix) {
+  AdapterStore store(*model_, *cache_, 1 << 30);
+  const Expert e = random_expert("a", 4, 0.0, 2.0);
+  store.add(e);
+  const auto weights = store.weights(Adaptation::expert("a"));
+  ASSERT_NE(weights, nullptr);
+  for (int64_t l = 0; l < model_->config().num_layers; ++l) {
+    const at::Tensor& gate_up = weights->stacked(l, t2::model::ProjectionGroup::kGateUp);
+    ASSERT_TRUE(gate_up.defined()) << "layer " << l;
+    EXPECT_FALSE(gate_up.is_same(model_->base_projections().stacked(l, t2::model::ProjectionGroup::kGateUp)));
+    EXPECT_TRUE(weights->stacked(l, t2::model::ProjectionGroup::kQKV).is_same(
+        model_->base_projections().stacked(l, t2::model::ProjectionGroup::kQKV)));
+    int64_t offset = 0;
+    for (const auto p : {t2::model::Projection::kGate, t2::model::Projection::kUp, t2::model::Projection::kDown}) {
+      const MatrixId id{l, p};
+      const auto& f = cache_->factors().at(id);
+      const at::Tensor expected = t2::svf::compose(f.U, f.s, f.Vh, e.z.at(id.weight_name()));
+      EXPECT_LT((weights->get(l, p) - expected).abs().max().item<double>(), 1e-4) << id.weight_name();
+      if (p == t2::model::Projection::kDown) continue;
+      EXPECT_TRUE(weights->get(l, p).equal(gate_up.narrow(0, offset, expected.size(0))));
+      offset += expected.size(0);
+    }
+  }
+}
+
 TEST_F(SvfStories, ExpertsChangeLogitsAndMixturesCombineLinearly) {
   AdapterStore store(*model_, *cache_, 1 << 30);
   store.add(random_expert("a", 4, 0.0, 2.0));

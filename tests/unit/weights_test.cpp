@@ -146,6 +146,31 @@ TEST(Weights, TruncatedShardAndMissingFilesFailCleanly) {
   EXPECT_NE(load_error(empty).find("no model.safetensors"), std::string::npos);
 }
 
+TEST(Weights, GroupsAreStackedViewsAndUnstackWhenAMemberIsReplaced) {
+  const auto dir = t2::testing::fresh_dir("weights_stacked");
+  auto config = t2::testing::tiny_config();
+  config["architectures"] = {"Qwen2ForCausalLM"};  // q/k/v biases
+  t2::testing::write_random_checkpoint(dir, config, 3);
+  const auto model = t2::model::Transformer::load(dir, Placement{});
+  t2::model::ProjectionSet set = model.base_projections();
+  const at::Tensor& qkv = set.stacked(1, t2::model::ProjectionGroup::kQKV);
+  ASSERT_TRUE(qkv.defined());
+  const int64_t q_rows = set.get(1, Projection::kQ).size(0), k_rows = set.get(1, Projection::kK).size(0);
+  EXPECT_EQ(qkv.size(0), q_rows + 2 * k_rows);
+  // The members are the buffer's rows, sharing its memory, in group order.
+  EXPECT_EQ(set.get(1, Projection::kK).data_ptr(), qkv[q_rows].data_ptr());
+  EXPECT_TRUE(model.weights().layers[1].stacked_bias[0].narrow(0, q_rows, k_rows).equal(
+      model.weights().layers[1].bias[static_cast<size_t>(Projection::kK)]));
+  EXPECT_TRUE(set.stacked(1, t2::model::ProjectionGroup::kGateUp).defined());
+  EXPECT_FALSE(model.weights().layers[1].stacked_bias[1].defined());  // no MLP biases in Qwen2
+
+  set.set(1, Projection::kUp, set.get(1, Projection::kUp).clone());
+  EXPECT_FALSE(set.stacked(1, t2::model::ProjectionGroup::kGateUp).defined());
+  EXPECT_TRUE(set.stacked(1, t2::model::ProjectionGroup::kQKV).defined());
+  EXPECT_TRUE(model.base_projections().stacked(1, t2::model::ProjectionGroup::kGateUp).defined());  // copies are independent
+  EXPECT_THROW(set.set_stacked(1, t2::model::ProjectionGroup::kQKV, at::zeros({q_rows, qkv.size(1)})), t2::InvalidArgument);
+}
+
 TEST(Placement, ParsesDevicesAndDtypes) {
   const Placement cpu = Placement::parse("cpu", "auto");
   EXPECT_TRUE(cpu.device.is_cpu());

@@ -136,6 +136,11 @@ class Engine {
   // One forward: every decode, the scoring requests that fit, and prompt
   // chunks up to the token budget.
   StepOutput step();
+  // Captures the decode steps' CUDA graphs for the base weights and for the
+  // per-row SVF path, so that the first requests do not pay for them (about
+  // 0.4 s per graph on an 8B model). Returns how many it captured: none
+  // without CUDA graphs.
+  int64_t capture_decode_graphs();
 
   bool has_capacity() const { return static_cast<int64_t>(sequences_.size()) < options_.max_sequences; }
   size_t active() const { return sequences_.size() + scorings_.size(); }

@@ -55,9 +55,16 @@ class AdapterBatch {
 
   // x [N, in] -> [N, out] for the N packed tokens of the forward.
   at::Tensor project(int64_t layer, Projection p, const at::Tensor& x, const at::Tensor& bias) const;
+  // The group's members applied to x, in member order ([N, out] each): one
+  // GEMM whose output columns they are when the group is stacked and none of
+  // its members is factored in this batch, else one projection each.
+  std::vector<at::Tensor> project_group(int64_t layer, ProjectionGroup group, const at::Tensor& x,
+                                        const LayerWeights& weights) const;
 
  private:
   AdapterBatch() = default;
+  // The factors `p` runs through in this batch, or null when it runs dense.
+  const FactoredProjection* factored_projection(int64_t layer, Projection p) const;
 
   const ProjectionSet* dense_ = nullptr;  // the dense set, or the base matrices of a factored batch
   const FactorTable* table_ = nullptr;

@@ -42,6 +42,11 @@ class DecodeRunner {
   // before the next run. `weights.token_slots` is ignored (rows carry theirs).
   at::Tensor run(const std::vector<DecodeRow>& rows, const StepWeights& weights);
 
+  // Captures the graphs of the smallest buckets (up to half the graphs the
+  // runner keeps) for `weights` now, so the first steps that need them do not
+  // pay for the captures. Returns how many it captured; none without graphs.
+  int64_t capture(const StepWeights& weights);
+
   // The batch sizes a step is padded to.
   const std::vector<int64_t>& buckets() const { return buckets_; }
   bool uses_graphs() const { return use_graphs_; }
@@ -50,6 +55,10 @@ class DecodeRunner {
  private:
   struct Graph;      // a captured step and what it holds alive
   struct CopyFence;  // when the last staged inputs reached the device
+  // Prepare: stages the rows and `padded - rows` padding rows; returns the longest key span.
+  int64_t stage(const std::vector<DecodeRow>& rows, int64_t padded);
+  // Execute over the staged rows: the step's logits [padded, vocab].
+  at::Tensor execute(int64_t padded, int64_t max_key_length, const StepWeights& weights);
   Graph& graph_for(const std::string& key, const DecodeInputs& inputs, const AdapterBatch& batch, const StepWeights& weights);
 
   const Transformer& model_;

@@ -13,13 +13,16 @@ bool fused_ops_available(const at::Device& device);
 // hidden += delta (when defined), in place; returns rms_norm(hidden) * weight.
 at::Tensor add_rms_norm(at::Tensor& hidden, const at::Tensor& delta, const at::Tensor& weight, double eps);
 
-// Rotates q [N, heads, D] in place; rotates k [N, kv_heads, D] into cache_k's
-// rows write_rows and copies v into cache_v's (caches [slots, capacity, kv_heads, D]).
+// Returns q rotated ([N, heads, D]); rotates k into cache_k's rows write_rows
+// and copies v into cache_v's (caches [slots, capacity, kv_heads, D]).
+// q [N, heads * D], k and v [N, kv_heads * D] may be column blocks of one
+// stacked projection output (rows strided, columns dense).
 // cos/sin: float32 tables [positions, D]; positions, write_rows: [N] int64.
-void rope_and_cache_write(at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos, const at::Tensor& sin,
-                          const at::Tensor& positions, const at::Tensor& write_rows, at::Tensor& cache_k, at::Tensor& cache_v);
+at::Tensor rope_and_cache_write(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos,
+                                const at::Tensor& sin, const at::Tensor& positions, const at::Tensor& write_rows,
+                                at::Tensor& cache_k, at::Tensor& cache_v);
 
-// silu(gate) * up.
+// silu(gate) * up, [N, width] each (rows may be strided, as column blocks of one output).
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up);
 
 }  // namespace t2::model

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,15 @@ constexpr std::array<Projection, kNumProjections> kAllProjections = {
     Projection::kQ, Projection::kK, Projection::kV, Projection::kO,
     Projection::kGate, Projection::kUp, Projection::kDown};
 
+// Projections that read the same input: with their matrices stacked row-wise
+// into one buffer, the group runs as one GEMM instead of two or three.
+enum class ProjectionGroup : int { kQKV, kGateUp };
+constexpr int kNumProjectionGroups = 2;
+// The group's members in stacking order.
+const std::vector<Projection>& group_members(ProjectionGroup g);
+// The group a projection belongs to, if any (o_proj and down_proj are alone).
+std::optional<ProjectionGroup> group_of(Projection p);
+
 // HF module path, e.g. "self_attn.q_proj" or "mlp.up_proj".
 const char* projection_module(Projection p);
 // HF weight name of a causal LM, e.g. "model.layers.3.mlp.up_proj.weight".
@@ -31,21 +41,33 @@ std::array<int64_t, 2> projection_shape(const ModelConfig& config, Projection p)
 
 // One weight matrix per layer and projection. Copies are cheap and share
 // storage, so an adapted set that replaces a few matrices costs only those.
+// A group's matrices may be row blocks of one stacked buffer (see stacked()).
 class ProjectionSet {
  public:
   ProjectionSet() = default;
   explicit ProjectionSet(int64_t num_layers) : layers_(static_cast<size_t>(num_layers)) {}
 
-  const at::Tensor& get(int64_t layer, Projection p) const {
-    return layers_.at(static_cast<size_t>(layer))[static_cast<size_t>(p)];
-  }
-  void set(int64_t layer, Projection p, at::Tensor weight) {
-    layers_.at(static_cast<size_t>(layer))[static_cast<size_t>(p)] = std::move(weight);
-  }
+  const at::Tensor& get(int64_t layer, Projection p) const { return layers_.at(static_cast<size_t>(layer)).matrices[static_cast<size_t>(p)]; }
+  // Replaces one matrix; its group is no longer stacked.
+  void set(int64_t layer, Projection p, at::Tensor weight);
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
 
+  // The group's matrices as one [Σ out, in] buffer whose row blocks are the
+  // members; undefined unless the group was stacked and no member set since.
+  const at::Tensor& stacked(int64_t layer, ProjectionGroup g) const {
+    return layers_.at(static_cast<size_t>(layer)).stacked[static_cast<size_t>(g)];
+  }
+  // Makes `weights` ([Σ out, in], the members' rows in group order) the group's buffer.
+  void set_stacked(int64_t layer, ProjectionGroup g, at::Tensor weights);
+  // Copies the group's current matrices into one buffer (set_stacked).
+  void stack(int64_t layer, ProjectionGroup g);
+
  private:
-  std::vector<std::array<at::Tensor, kNumProjections>> layers_;
+  struct Layer {
+    std::array<at::Tensor, kNumProjections> matrices;
+    std::array<at::Tensor, kNumProjectionGroups> stacked;
+  };
+  std::vector<Layer> layers_;
 };
 
 struct LayerWeights {
@@ -53,6 +75,8 @@ struct LayerWeights {
   at::Tensor post_attention_norm;  // [hidden]
   // Biases by projection; undefined where the architecture has none.
   std::array<at::Tensor, kNumProjections> bias;
+  // A group's biases as one vector (members are views of it) when every member has one.
+  std::array<at::Tensor, kNumProjectionGroups> stacked_bias;
 };
 
 class Checkpoint;
@@ -103,6 +127,7 @@ struct ModelWeights {
   ProjectionSet projections;  // the base model's matrices
 
   // Reads model.safetensors or the shards named by model.safetensors.index.json.
+  // Grouped projections (and their biases) come stacked.
   static ModelWeights load(const std::filesystem::path& model_dir, const ModelConfig& config,
                            const Placement& placement);
   // Random weights of the config's shape (for benchmarks of shapes with no checkpoint).
