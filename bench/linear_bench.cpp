@@ -1,6 +1,6 @@
-// t2's small-batch linear kernel against at::linear (cuBLAS) on the matrices
-// of the Llama-3-8B shape, bf16, 1 to 16 rows: effective weight bandwidth of
-// each, timed over back-to-back launches; prints one JSON line per case.
+// t2::model::linear (its GEMV kernel at one row) against at::linear (cuBLAS)
+// on the matrices of the Llama-3-8B shape, bf16, 1 to 16 rows: the effective
+// weight bandwidth of each, timed over back-to-back launches; one JSON line per case.
 //   t2_linear_bench [ITERATIONS]          (on a CUDA machine)
 #include <chrono>
 #include <iostream>
@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
                                   {"out", m.out},
                                   {"in", m.in},
                                   {"rows", rows},
-                                  {"t2_kernel", t2::model::uses_small_batch_kernel(x, w)},
+                                  {"t2_gemv", t2::model::uses_gemv_kernel(x, w)},
                                   {"t2_us", t2_s * 1e6},
                                   {"cublas_us", cublas_s * 1e6},
                                   {"t2_tb_per_s", bytes / t2_s / 1e12},

@@ -13,7 +13,14 @@ namespace t2::model {
 
 namespace {
 
+// Measured on an H200 (bench/RESULTS.md): up to about a thousand blocks, the
+// step is bound by each warp's memory latency, and smaller splits with
+// several keys in flight per warp win (batch 1 and 16 at short context);
+// beyond, the blocks fill the GPU and larger splits with one key per warp
+// iteration (fewer registers, more blocks resident) win (batch 64, long context).
+constexpr int64_t kLatencyBoundBlocks = 1024;
 constexpr int kKeysPerSplit = 128;
+constexpr int kKeysPerSplitLatencyBound = 64;
 
 }  // namespace
 
@@ -43,8 +50,9 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache_k, cons
   args.group = static_cast<int>(H / KV);
   args.head_dim = static_cast<int>(D);
   args.capacity = capacity;
-  args.chunk = kKeysPerSplit;
-  args.splits = static_cast<int>((capacity + kKeysPerSplit - 1) / kKeysPerSplit);
+  args.latency_bound = N * KV * ((capacity + kKeysPerSplit - 1) / kKeysPerSplit) < kLatencyBoundBlocks;
+  args.chunk = args.latency_bound ? kKeysPerSplitLatencyBound : kKeysPerSplit;
+  args.splits = static_cast<int>((capacity + args.chunk - 1) / args.chunk);
   args.window = window ? static_cast<int>(*window) : 0;
   args.scale = static_cast<float>(scale);
   const auto f32 = q.options().dtype(at::kFloat);

@@ -35,8 +35,11 @@ __device__ inline KeyRange visible_keys(const int64_t* lengths, int n, int windo
 }
 
 // grid (splits, kv_heads, rows); block kWarps warps. Scores in log2 units.
-// kGroup and kPerLane bound G and head_dim / 32, so the per-lane arrays stay in registers.
-template <typename T, int kGroup, int kPerLane>
+// kGroup and kPerLane bound G and head_dim / 32, so the per-lane arrays stay
+// in registers. Each warp takes kKeys keys per iteration, their loads issued
+// together and their dot products reduced together: a decode step's keys are
+// few per block, so the loop is bound by memory latency, not bandwidth.
+template <typename T, int kGroup, int kPerLane, int kKeys>
 __global__ void __launch_bounds__(kWarps * 32)
     partial_kernel(DecodeAttentionArgs a, const T* __restrict__ q, const T* __restrict__ k_cache,
                    const T* __restrict__ v_cache, float* __restrict__ part_acc, float* __restrict__ part_max,
@@ -70,29 +73,44 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t row_stride = static_cast<int64_t>(a.kv_heads) * D;
   const T* k_base = k_cache + (slot * a.capacity) * row_stride + static_cast<int64_t>(kv) * D;
   const T* v_base = v_cache + (slot * a.capacity) * row_stride + static_cast<int64_t>(kv) * D;
-  for (int64_t j = chunk_begin + warp; j < chunk_end; j += kWarps) {
-    float kr[kPerLane], vr[kPerLane];
+  for (int64_t first = chunk_begin + warp * kKeys; first < chunk_end; first += kWarps * kKeys) {
+    float kr[kKeys][kPerLane], vr[kKeys][kPerLane];
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int d = lane + 32 * i;
-      const bool live = i < per_lane && d < D;
-      kr[i] = live ? to_float(k_base[j * row_stride + d]) : 0.f;
-      vr[i] = live ? to_float(v_base[j * row_stride + d]) : 0.f;
+    for (int u = 0; u < kKeys; ++u) {
+      const int64_t j = first + u;
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) {
+        const int d = lane + 32 * i;
+        const bool live = j < chunk_end && i < per_lane && d < D;
+        kr[u][i] = live ? to_float(k_base[j * row_stride + d]) : 0.f;
+        vr[u][i] = live ? to_float(v_base[j * row_stride + d]) : 0.f;
+      }
     }
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
       if (g >= G) break;
-      float s = 0.f;
+      float s[kKeys];
+      float s_max = m[g];
 #pragma unroll
-      for (int i = 0; i < kPerLane; ++i) s += qr[g][i] * kr[i];
-      s = warp_sum(s);
-      const float m_new = fmaxf(m[g], s);
-      const float correction = exp2f(m[g] - m_new);
-      const float p = exp2f(s - m_new);
-      l[g] = l[g] * correction + p;
+      for (int u = 0; u < kKeys; ++u) {
+        float dot = 0.f;
 #pragma unroll
-      for (int i = 0; i < kPerLane; ++i) acc[g][i] = acc[g][i] * correction + p * vr[i];
-      m[g] = m_new;
+        for (int i = 0; i < kPerLane; ++i) dot += qr[g][i] * kr[u][i];
+        s[u] = first + u < chunk_end ? warp_sum(dot) : -INFINITY;
+        s_max = fmaxf(s_max, s[u]);
+      }
+      const float correction = exp2f(m[g] - s_max);
+      l[g] *= correction;
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) acc[g][i] *= correction;
+#pragma unroll
+      for (int u = 0; u < kKeys; ++u) {
+        const float p = exp2f(s[u] - s_max);  // 0 for keys past the chunk
+        l[g] += p;
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) acc[g][i] += p * vr[u][i];
+      }
+      m[g] = s_max;
     }
   }
 
@@ -159,12 +177,15 @@ cudaError_t launch_typed(const DecodeAttentionArgs& a, const void* q, const void
   const auto* kt = static_cast<const T*>(k);
   const auto* vt = static_cast<const T*>(v);
   const bool small_group = a.group <= 4, small_head = a.head_dim <= 128;
-  if (small_group && small_head) {
-    partial_kernel<T, 4, 4><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
+  // Fewer keys per iteration where the per-lane arrays are larger, to stay in registers.
+  if (small_group && small_head && a.latency_bound) {
+    partial_kernel<T, 4, 4, 4><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
+  } else if (small_group && small_head) {
+    partial_kernel<T, 4, 4, 1><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
   } else if (small_head) {
-    partial_kernel<T, kMaxGroup, 4><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
+    partial_kernel<T, kMaxGroup, 4, 2><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
   } else {
-    partial_kernel<T, kMaxGroup, kMaxPerLane><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
+    partial_kernel<T, kMaxGroup, kMaxPerLane, 1><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
   }
   const int threads = ((a.head_dim + 31) / 32) * 32;
   merge_kernel<T><<<dim3(a.heads, a.rows), threads, 0, stream>>>(a, part_acc, part_max, part_sum, static_cast<T*>(out));

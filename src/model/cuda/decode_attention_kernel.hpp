@@ -17,6 +17,7 @@ struct DecodeAttentionArgs {
   int rows, heads, kv_heads, group, head_dim;
   int64_t capacity;        // positions per cache slot
   int chunk, splits;       // keys per split block; splits cover the capacity
+  bool latency_bound;      // few blocks: each warp loads several keys at once (more registers, fewer blocks resident)
   int window;              // sliding window (keys), 0 = none
   float scale;             // softmax scale, 1/sqrt(head_dim)
 };
