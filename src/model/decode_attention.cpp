@@ -1,5 +1,7 @@
 #include "t2/model/decode_attention.hpp"
 
+#include <cstdint>
+
 #include "t2/common/errors.hpp"
 
 #ifdef T2_CUDA_KERNELS
@@ -13,14 +15,7 @@ namespace t2::model {
 
 namespace {
 
-// Measured on an H200 (bench/RESULTS.md): up to about a thousand blocks, the
-// step is bound by each warp's memory latency, and smaller splits with
-// several keys in flight per warp win (batch 1 and 16 at short context);
-// beyond, the blocks fill the GPU and larger splits with one key per warp
-// iteration (fewer registers, more blocks resident) win (batch 64, long context).
-constexpr int64_t kLatencyBoundBlocks = 1024;
-constexpr int kKeysPerSplit = 128;
-constexpr int kKeysPerSplitLatencyBound = 64;
+bool aligned(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
 }  // namespace
 
@@ -38,7 +33,9 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache_k, cons
       key_lengths.numel() != N || q.scalar_type() != cache_k.scalar_type()) {
     throw Error("decode attention: inconsistent query, cache or index tensors");
   }
-  const at::Tensor query = q.contiguous();
+  // The kernel reads 16-byte vectors: rows of whole vectors (decode_attention_supports), starting aligned.
+  const at::Tensor query = aligned(q) && q.is_contiguous() ? q : q.clone(at::MemoryFormat::Contiguous);
+  if (!aligned(cache_k) || !aligned(cache_v)) throw Error("decode attention: cache not 16-byte aligned");
   const at::Tensor slot_index = slots.contiguous();
   const at::Tensor lengths = key_lengths.contiguous();
   cuda::DecodeAttentionArgs args{};
@@ -50,9 +47,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache_k, cons
   args.group = static_cast<int>(H / KV);
   args.head_dim = static_cast<int>(D);
   args.capacity = capacity;
-  args.latency_bound = N * KV * ((capacity + kKeysPerSplit - 1) / kKeysPerSplit) < kLatencyBoundBlocks;
-  args.chunk = args.latency_bound ? kKeysPerSplitLatencyBound : kKeysPerSplit;
-  args.splits = static_cast<int>((capacity + args.chunk - 1) / args.chunk);
+  args.splits = cuda::decode_attention_splits(args, cuda::element_type(q));
   args.window = window ? static_cast<int>(*window) : 0;
   args.scale = static_cast<float>(scale);
   const auto f32 = q.options().dtype(at::kFloat);

@@ -195,9 +195,23 @@ TEST_F(DecodeRunnerTest, CudaGraphLogitsMatchTheEagerStepsInBf16) {
   EXPECT_EQ(graphs.captured_graphs(), 3);  // nothing captured after the first step
 }
 
-// The decode kernel against SDPA with an explicit mask, for GQA groups, head
-// sizes, lengths across split boundaries and a sliding window.
-TEST(DecodeAttention, MatchesMaskedSdpaOnCuda) {
+// Attention of one query row over its slot's first `length` keys (a window
+// keeps the last ones), in float, with the query heads of a group repeated.
+at::Tensor reference_attention(const at::Tensor& q_row, const at::Tensor& slot_k, const at::Tensor& slot_v, int64_t length,
+                               std::optional<int64_t> window, double scale) {
+  const int64_t H = q_row.size(0), KV = slot_k.size(1);
+  const int64_t first = window && length > *window ? length - *window : 0;
+  const at::Tensor keys = slot_k.narrow(0, first, length - first).to(at::kFloat);  // [L', KV, D]
+  const at::Tensor values = slot_v.narrow(0, first, length - first).to(at::kFloat);
+  const at::Tensor expanded_k = keys.repeat_interleave(H / KV, 1).permute({1, 0, 2});  // [H, L', D]
+  const at::Tensor expanded_v = values.repeat_interleave(H / KV, 1).permute({1, 0, 2});
+  const at::Tensor weights = (at::matmul(expanded_k, q_row.to(at::kFloat).unsqueeze(-1)).squeeze(-1) * scale).softmax(-1);
+  return at::matmul(weights.unsqueeze(1), expanded_v).squeeze(1);  // [H, D]
+}
+
+// The decode kernel against plain attention, for GQA groups, head sizes,
+// lengths across split and tile boundaries and a sliding window.
+TEST(DecodeAttention, MatchesPlainAttentionOnCuda) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   c10::InferenceMode guard;
   at::manual_seed(5);
@@ -222,19 +236,36 @@ TEST(DecodeAttention, MatchesMaskedSdpaOnCuda) {
                                  .view({N, H, D})
                                  .to(at::kFloat);
       for (int64_t n = 0; n < N; ++n) {
-        const int64_t L = lengths[static_cast<size_t>(n)];
-        const int64_t first = shape.window && L > *shape.window ? L - *shape.window : 0;
-        const at::Tensor keys = k[row_slots[static_cast<size_t>(n)]].narrow(0, first, L - first).to(at::kFloat);  // [L', KV, D]
-        const at::Tensor values = v[row_slots[static_cast<size_t>(n)]].narrow(0, first, L - first).to(at::kFloat);
-        const at::Tensor expanded_k = keys.repeat_interleave(H / KV, 1).permute({1, 0, 2});  // [H, L', D]
-        const at::Tensor expanded_v = values.repeat_interleave(H / KV, 1).permute({1, 0, 2});
-        const at::Tensor weights = (at::matmul(expanded_k, q[n].to(at::kFloat).unsqueeze(-1)).squeeze(-1) * scale).softmax(-1);
-        const at::Tensor expected = at::matmul(weights.unsqueeze(1), expanded_v).squeeze(1);  // [H, D]
+        const auto i = static_cast<size_t>(n);
+        const at::Tensor expected = reference_attention(q[n], k[row_slots[i]], v[row_slots[i]], lengths[i], shape.window, scale);
         const double tolerance = dtype == at::kFloat ? 1e-4 : 2e-2;
         EXPECT_LT((out[n] - expected).abs().max().item<double>(), tolerance)
-            << "heads " << H << "/" << KV << " D " << D << " length " << L << " " << c10::toString(dtype);
+            << "heads " << H << "/" << KV << " D " << D << " length " << lengths[i] << " " << c10::toString(dtype);
       }
     }
+  }
+}
+
+// With a row per slot of a full batch the GPU needs few splits, so a block
+// takes many tiles of keys and rescales its sums from tile to tile.
+TEST(DecodeAttention, ManyRowsMatchPlainAttentionOnCuda) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode guard;
+  at::manual_seed(6);
+  const int64_t N = 64, capacity = 1000, H = 32, KV = 8, D = 128;
+  const auto options = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor k = at::randn({N, capacity, KV, D}, options);
+  const at::Tensor v = at::randn({N, capacity, KV, D}, options);
+  const at::Tensor q = at::randn({N, H, D}, options);
+  const at::Tensor slots = at::randperm(N, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor lengths = at::randint(1, capacity + 1, {N}, at::TensorOptions().dtype(at::kLong));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const at::Tensor out =
+      t2::model::decode_attention(q, k, v, slots.cuda(), lengths.cuda(), std::nullopt, scale).view({N, H, D}).to(at::kFloat);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t slot = slots[n].item<int64_t>(), length = lengths[n].item<int64_t>();
+    const at::Tensor expected = reference_attention(q[n], k[slot], v[slot], length, std::nullopt, scale);
+    EXPECT_LT((out[n] - expected).abs().max().item<double>(), 2e-2) << "row " << n << " length " << length;
   }
 }
 

@@ -1,23 +1,32 @@
 // Decode attention on the GPU: one query token per sequence against the keys
 // its cache slot holds, read in place from the [slots, capacity, kv_heads,
-// head_dim] cache. Split-K ("flash decoding"): each block scores one chunk of
+// head_dim] cache. Split-K ("flash decoding"): each block takes one split of
 // one sequence's keys for the query heads that share a KV head, and a second
-// kernel merges the chunks' softmax partials. Lengths and slots are read from
-// device memory, so one launch (and one CUDA graph) serves any lengths.
+// kernel merges the splits' softmax partials. The split count depends on the
+// shape only (enough blocks for one wave of the GPU); lengths and slots are
+// read from device memory, so one launch (and one CUDA graph) serves any lengths.
 #include "decode_attention_kernel.hpp"
 
 #include "element.cuh"
 
+#include <algorithm>
 #include <cmath>
 
 namespace t2::model::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kMaxGroup = 8;    // query heads per KV head
-constexpr int kMaxPerLane = 8;  // head_dim <= 256
+constexpr int kThreads = kWarps * 32;
+constexpr int kMaxGroup = 8;            // query heads per KV head
+constexpr int kMaxHeadDim = 256;
+constexpr int kTile = 128;              // keys scored at a time: their scores live in shared memory
+constexpr int kUnroll = 4;              // keys in flight per lane team
 constexpr float kLog2e = 1.4426950408889634f;
 
+__device__ inline float warp_max(float x) {
+  for (int offset = 16; offset > 0; offset >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
 
 __device__ inline float warp_sum(float x) {
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
@@ -34,116 +43,180 @@ __device__ inline KeyRange visible_keys(const int64_t* lengths, int n, int windo
   return {begin, end};
 }
 
-// grid (splits, kv_heads, rows); block kWarps warps. Scores in log2 units.
-// kGroup and kPerLane bound G and head_dim / 32, so the per-lane arrays stay
-// in registers. Each warp takes kKeys keys per iteration, their loads issued
-// together and their dot products reduced together: a decode step's keys are
-// few per block, so the loop is bound by memory latency, not bandwidth.
-template <typename T, int kGroup, int kPerLane, int kKeys>
-__global__ void __launch_bounds__(kWarps * 32)
+// A row's visible keys in `splits` even parts of whole granules (one
+// division per block: 64-bit division is slow on the GPU), so that a short
+// row leaves its last splits empty.
+struct Splits {
+  KeyRange keys;
+  int64_t per_split;
+
+  __device__ Splits(const KeyRange& visible, int splits)
+      : keys(visible),
+        per_split(((visible.end - visible.begin + kDecodeSplitGranule - 1) / kDecodeSplitGranule + splits - 1) / splits *
+                  kDecodeSplitGranule) {}
+
+  __device__ KeyRange operator[](int split) const {
+    const int64_t begin = keys.begin + split * per_split;
+    return {begin, min(keys.end, begin + per_split)};
+  }
+  // The splits that hold keys: a prefix.
+  __device__ int used() const { return static_cast<int>((keys.end - keys.begin + per_split - 1) / per_split); }
+};
+
+// grid (splits, kv_heads, rows); block kThreads; scores in log2 units.
+// A warp's lanes form teams of a.team lanes, each team holding one key: a
+// lane loads kVectors 16-byte vectors of it, so a key row is read in a few
+// wide, coalesced loads and its dot product is reduced over a team, not the
+// whole warp. Per tile of keys, two passes: the keys' scores go to shared
+// memory and their softmax is taken there, then the values are summed with
+// the probabilities; a running max rescales the sums from tile to tile.
+// kGroup and kVectors bound G and the lane's share of head_dim, so the
+// per-lane arrays stay in registers.
+template <typename T, int kGroup, int kVectors>
+__global__ void __launch_bounds__(kThreads)
     partial_kernel(DecodeAttentionArgs a, const T* __restrict__ q, const T* __restrict__ k_cache,
                    const T* __restrict__ v_cache, float* __restrict__ part_acc, float* __restrict__ part_max,
                    float* __restrict__ part_sum) {
+  constexpr int kPerLane = kVectors * kVectorElements<T>;
+  __shared__ float scores[kGroup][kTile];
+  __shared__ float running_max[kGroup], running_sum[kGroup], correction[kGroup];
+  __shared__ float values[kGroup][kMaxHeadDim];
+
   const int split = blockIdx.x, kv = blockIdx.y, n = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const KeyRange keys = visible_keys(a.lengths, n, a.window);
-  const int64_t chunk_begin = max(keys.begin, static_cast<int64_t>(split) * a.chunk);
-  const int64_t chunk_end = min(keys.end, static_cast<int64_t>(split + 1) * a.chunk);
-  if (chunk_begin >= chunk_end) return;  // the merge reads only splits that hold keys
+  const KeyRange range = Splits(visible_keys(a.lengths, n, a.window), a.splits)[split];
+  if (range.begin >= range.end) return;  // the merge reads only splits that hold keys
 
   const int G = a.group, D = a.head_dim;
-  const int per_lane = (D + 31) / 32;
-  float qr[kGroup][kPerLane];
-  float acc[kGroup][kPerLane];
-  float m[kGroup], l[kGroup];
-  const float qscale = a.scale * kLog2e;
+  const int teams = 32 / a.team, team = lane / a.team;
+  const int first_dim = (lane % a.team) * kPerLane;
+  const bool holds_dims = first_dim < D;  // a team is a power of two lanes; the last may hold none
+  const int stride = kWarps * teams;       // keys the block takes per step
+  const int64_t row_stride = static_cast<int64_t>(a.kv_heads) * D;
+  const int64_t base = a.slots[n] * a.capacity * row_stride + static_cast<int64_t>(kv) * D + first_dim;
+  const auto load = [&](const T* cache, int64_t key, bool live, uint4 (&out)[kVectors]) {
+#pragma unroll
+    for (int p = 0; p < kVectors; ++p) {
+      out[p] = live && holds_dims ? __ldg(reinterpret_cast<const uint4*>(cache + base + key * row_stride) + p)
+                                  : make_uint4(0, 0, 0, 0);
+    }
+  };
+  const auto unpack_all = [](const uint4 (&in)[kVectors], float (&out)[kPerLane]) {
+#pragma unroll
+    for (int p = 0; p < kVectors; ++p) {
+      unpack<T>(in[p], *reinterpret_cast<float(*)[kVectorElements<T>]>(out + p * kVectorElements<T>));
+    }
+  };
+
+  // The queries stay packed (unpacked per key): registers, not ALU, bound the blocks resident.
+  uint4 q_raw[kGroup][kVectors];
 #pragma unroll
   for (int g = 0; g < kGroup; ++g) {
-    m[g] = -INFINITY;
-    l[g] = 0.f;
+    const T* q_row = q + (static_cast<int64_t>(n) * a.heads + kv * G + min(g, G - 1)) * D + first_dim;
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int d = lane + 32 * i;
-      const bool live = g < G && i < per_lane && d < D;
-      qr[g][i] = live ? to_float(q[(static_cast<int64_t>(n) * a.heads + kv * G + g) * D + d]) * qscale : 0.f;
-      acc[g][i] = 0.f;
-    }
+    for (int p = 0; p < kVectors; ++p) q_raw[g][p] = holds_dims ? __ldg(reinterpret_cast<const uint4*>(q_row) + p) : make_uint4(0, 0, 0, 0);
   }
-  const int64_t slot = a.slots[n];
-  const int64_t row_stride = static_cast<int64_t>(a.kv_heads) * D;
-  const T* k_base = k_cache + (slot * a.capacity) * row_stride + static_cast<int64_t>(kv) * D;
-  const T* v_base = v_cache + (slot * a.capacity) * row_stride + static_cast<int64_t>(kv) * D;
-  for (int64_t first = chunk_begin + warp * kKeys; first < chunk_end; first += kWarps * kKeys) {
-    float kr[kKeys][kPerLane], vr[kKeys][kPerLane];
+  const float qscale = a.scale * kLog2e;
+  for (int i = threadIdx.x; i < G * D; i += kThreads) values[i / D][i % D] = 0.f;
+  if (threadIdx.x < G) running_max[threadIdx.x] = -INFINITY, running_sum[threadIdx.x] = 0.f;
+  float acc[kGroup][kPerLane] = {};
+
+  for (int64_t tile = range.begin; tile < range.end; tile += kTile) {
+    const int count = static_cast<int>(min(static_cast<int64_t>(kTile), range.end - tile));
+    // Pass 1: scores[g][key] = q_g . k_key * scale. Every lane takes part in the
+    // shuffles (keys past the tile score zeros), so the teams stay in step.
+    for (int step = warp * teams + team; step - team < count; step += stride * kUnroll) {
+      uint4 raw[kUnroll][kVectors];
 #pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      const int64_t j = first + u;
+      for (int u = 0; u < kUnroll; ++u) load(k_cache, tile + step + u * stride, step + u * stride < count, raw[u]);
 #pragma unroll
-      for (int i = 0; i < kPerLane; ++i) {
-        const int d = lane + 32 * i;
-        const bool live = j < chunk_end && i < per_lane && d < D;
-        kr[u][i] = live ? to_float(k_base[j * row_stride + d]) : 0.f;
-        vr[u][i] = live ? to_float(v_base[j * row_stride + d]) : 0.f;
+      for (int u = 0; u < kUnroll; ++u) {
+        const int key = step + u * stride;
+        float kr[kPerLane];
+        unpack_all(raw[u], kr);
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g) {
+          if (g >= G) break;
+          float qr[kPerLane];
+          unpack_all(q_raw[g], qr);
+          float dot = 0.f;
+#pragma unroll
+          for (int e = 0; e < kPerLane; ++e) dot = fmaf(qr[e], kr[e], dot);
+          for (int offset = a.team / 2; offset > 0; offset >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+          if (lane % a.team == 0 && key < count) scores[g][key] = dot * qscale;
+        }
       }
     }
+    __syncthreads();
+
+    // The tile's softmax against the running max, one warp per query head.
+    for (int g = warp; g < G; g += kWarps) {
+      float best = -INFINITY;
+      for (int key = lane; key < count; key += 32) best = fmaxf(best, scores[g][key]);
+      best = fmaxf(warp_max(best), running_max[g]);
+      float sum = 0.f;
+      for (int key = lane; key < count; key += 32) {
+        const float p = exp2f(scores[g][key] - best);
+        scores[g][key] = p;
+        sum += p;
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) {
+        correction[g] = exp2f(running_max[g] - best);  // 0 on the first tile
+        running_sum[g] = running_sum[g] * correction[g] + sum;
+        running_max[g] = best;
+      }
+    }
+    __syncthreads();
+
+    // Pass 2: acc[g] = acc[g] * correction[g] + sum over the tile's keys of p[g][key] * v_key.
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
       if (g >= G) break;
-      float s[kKeys];
-      float s_max = m[g];
 #pragma unroll
-      for (int u = 0; u < kKeys; ++u) {
-        float dot = 0.f;
-#pragma unroll
-        for (int i = 0; i < kPerLane; ++i) dot += qr[g][i] * kr[u][i];
-        s[u] = first + u < chunk_end ? warp_sum(dot) : -INFINITY;
-        s_max = fmaxf(s_max, s[u]);
-      }
-      const float correction = exp2f(m[g] - s_max);
-      l[g] *= correction;
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) acc[g][i] *= correction;
-#pragma unroll
-      for (int u = 0; u < kKeys; ++u) {
-        const float p = exp2f(s[u] - s_max);  // 0 for keys past the chunk
-        l[g] += p;
-#pragma unroll
-        for (int i = 0; i < kPerLane; ++i) acc[g][i] += p * vr[u][i];
-      }
-      m[g] = s_max;
+      for (int e = 0; e < kPerLane; ++e) acc[g][e] *= correction[g];
     }
+    for (int step = warp * teams + team; step - team < count; step += stride * kUnroll) {
+      uint4 raw[kUnroll][kVectors];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) load(v_cache, tile + step + u * stride, step + u * stride < count, raw[u]);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int key = step + u * stride;
+        if (key >= count) break;
+        float vr[kPerLane];
+        unpack_all(raw[u], vr);
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g) {
+          if (g >= G) break;
+          const float p = scores[g][key];
+#pragma unroll
+          for (int e = 0; e < kPerLane; ++e) acc[g][e] = fmaf(p, vr[e], acc[g][e]);
+        }
+      }
+    }
+    __syncthreads();  // the next tile overwrites the scores
   }
 
-  // Merge the warps' partials through shared memory.
-  __shared__ float s_max[kWarps][kGroup], s_sum[kWarps][kGroup];
-  __shared__ float s_acc[kWarps][kGroup][kPerLane * 32];
-  for (int g = 0; g < G; ++g) {
-    if (lane == 0) {
-      s_max[warp][g] = m[g];
-      s_sum[warp][g] = l[g];
-    }
+  // Sum the teams of each warp, then the warps of the block.
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      if (i < per_lane) s_acc[warp][g][lane + 32 * i] = acc[g][i];
+  for (int g = 0; g < kGroup; ++g) {
+    if (g >= G) break;
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) {
+      for (int offset = 16; offset >= a.team; offset >>= 1) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], offset);
+      if (team == 0 && holds_dims && first_dim + e < D) atomicAdd(&values[g][first_dim + e], acc[g][e]);
     }
   }
   __syncthreads();
   const int64_t out_row = (static_cast<int64_t>(n) * a.heads + kv * G) * a.splits + split;  // + g * splits
-  for (int e = threadIdx.x; e < G * D; e += kWarps * 32) {
-    const int g = e / D, d = e % D;
-    float best = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) best = fmaxf(best, s_max[w][g]);
-    float sum = 0.f, value = 0.f;
-    for (int w = 0; w < kWarps; ++w) {
-      const float weight = s_max[w][g] == -INFINITY ? 0.f : exp2f(s_max[w][g] - best);
-      sum += s_sum[w][g] * weight;
-      value += s_acc[w][g][d] * weight;
-    }
+  for (int i = threadIdx.x; i < G * D; i += kThreads) {
+    const int g = i / D, d = i % D;
     const int64_t row = out_row + static_cast<int64_t>(g) * a.splits;
-    part_acc[row * D + d] = value;
+    part_acc[row * D + d] = values[g][d];
     if (d == 0) {
-      part_max[row] = best;
-      part_sum[row] = sum;
+      part_max[row] = running_max[g];
+      part_sum[row] = running_sum[g];
     }
   }
 }
@@ -154,14 +227,12 @@ __global__ void merge_kernel(DecodeAttentionArgs a, const float* __restrict__ pa
                              const float* __restrict__ part_sum, T* __restrict__ out) {
   const int h = blockIdx.x, n = blockIdx.y, d = threadIdx.x;
   if (d >= a.head_dim) return;
-  const KeyRange keys = visible_keys(a.lengths, n, a.window);
-  const int first = static_cast<int>(keys.begin / a.chunk);
-  const int last = static_cast<int>((keys.end - 1) / a.chunk);
+  const int used = Splits(visible_keys(a.lengths, n, a.window), a.splits).used();
   const int64_t base = (static_cast<int64_t>(n) * a.heads + h) * a.splits;
   float best = -INFINITY;
-  for (int s = first; s <= last; ++s) best = fmaxf(best, part_max[base + s]);
+  for (int s = 0; s < used; ++s) best = fmaxf(best, part_max[base + s]);
   float sum = 0.f, value = 0.f;
-  for (int s = first; s <= last; ++s) {
+  for (int s = 0; s < used; ++s) {
     const float weight = exp2f(part_max[base + s] - best);
     sum += part_sum[base + s] * weight;
     value += part_acc[(base + s) * a.head_dim + d] * weight;
@@ -169,24 +240,51 @@ __global__ void merge_kernel(DecodeAttentionArgs a, const float* __restrict__ pa
   out[(static_cast<int64_t>(n) * a.heads + h) * a.head_dim + d] = from_float<T>(value / sum);
 }
 
+// The partial kernel for a head layout, with the lanes that share a key.
 template <typename T>
-cudaError_t launch_typed(const DecodeAttentionArgs& a, const void* q, const void* k, const void* v, float* part_acc,
-                         float* part_max, float* part_sum, void* out, cudaStream_t stream) {
-  const dim3 grid(a.splits, a.kv_heads, a.rows);
-  const auto* qt = static_cast<const T*>(q);
-  const auto* kt = static_cast<const T*>(k);
-  const auto* vt = static_cast<const T*>(v);
-  const bool small_group = a.group <= 4, small_head = a.head_dim <= 128;
-  // Fewer keys per iteration where the per-lane arrays are larger, to stay in registers.
-  if (small_group && small_head && a.latency_bound) {
-    partial_kernel<T, 4, 4, 4><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
-  } else if (small_group && small_head) {
-    partial_kernel<T, 4, 4, 1><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
-  } else if (small_head) {
-    partial_kernel<T, kMaxGroup, 4, 2><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
-  } else {
-    partial_kernel<T, kMaxGroup, kMaxPerLane, 1><<<grid, kWarps * 32, 0, stream>>>(a, qt, kt, vt, part_acc, part_max, part_sum);
+struct PartialLaunch {
+  void (*kernel)(DecodeAttentionArgs, const T*, const T*, const T*, float*, float*, float*);
+  int team;  // the power of two that covers head_dim
+};
+
+template <typename T>
+PartialLaunch<T> partial_launch(int group, int head_dim) {
+  constexpr int kOne = kVectorElements<T>;
+  PartialLaunch<T> launch{};
+  int elements_per_lane = kOne;
+  // One vector per lane covers head_dim up to 32 vectors; beyond (float32 heads over 128), two.
+  if constexpr (kOne * 32 < kMaxHeadDim) {
+    if (head_dim > 32 * kOne) {
+      launch.kernel = partial_kernel<T, kMaxGroup, 2>;
+      elements_per_lane = 2 * kOne;
+    }
   }
+  if (launch.kernel == nullptr) launch.kernel = group <= 4 ? partial_kernel<T, 4, 1> : partial_kernel<T, kMaxGroup, 1>;
+  launch.team = 1;
+  while (launch.team * elements_per_lane < head_dim) launch.team *= 2;
+  return launch;
+}
+
+// Blocks of the partial kernel that one wave of the GPU holds.
+template <typename T>
+int resident_blocks(int group, int head_dim) {
+  int device = 0, sms = 0, per_sm = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, partial_launch<T>(group, head_dim).kernel, kThreads, 0) !=
+          cudaSuccess) {
+    return 0;
+  }
+  return sms * per_sm;
+}
+
+template <typename T>
+cudaError_t launch_typed(DecodeAttentionArgs a, const void* q, const void* k, const void* v, float* part_acc,
+                         float* part_max, float* part_sum, void* out, cudaStream_t stream) {
+  const PartialLaunch<T> partial = partial_launch<T>(a.group, a.head_dim);
+  a.team = partial.team;
+  partial.kernel<<<dim3(a.splits, a.kv_heads, a.rows), kThreads, 0, stream>>>(
+      a, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), part_acc, part_max, part_sum);
   const int threads = ((a.head_dim + 31) / 32) * 32;
   merge_kernel<T><<<dim3(a.heads, a.rows), threads, 0, stream>>>(a, part_acc, part_max, part_sum, static_cast<T*>(out));
   return cudaGetLastError();
@@ -195,12 +293,27 @@ cudaError_t launch_typed(const DecodeAttentionArgs& a, const void* q, const void
 }  // namespace
 
 bool decode_attention_supports(int group, int head_dim) {
-  return group >= 1 && group <= kMaxGroup && head_dim >= 1 && head_dim <= kMaxPerLane * 32;
+  // head_dim in whole 16-byte vectors of every element type
+  return group >= 1 && group <= kMaxGroup && head_dim >= 8 && head_dim <= kMaxHeadDim && head_dim % 8 == 0;
+}
+
+int decode_attention_splits(const DecodeAttentionArgs& shape, ElementType type) {
+  int wave = 0;
+  switch (type) {
+    case ElementType::kFloat32: wave = resident_blocks<float>(shape.group, shape.head_dim); break;
+    case ElementType::kFloat16: wave = resident_blocks<__half>(shape.group, shape.head_dim); break;
+    case ElementType::kBFloat16: wave = resident_blocks<__nv_bfloat16>(shape.group, shape.head_dim); break;
+  }
+  // As many splits as one wave holds (more would add a wave, not bandwidth), none smaller than a granule.
+  const int64_t row_heads = static_cast<int64_t>(shape.rows) * shape.kv_heads;
+  const int64_t most = (shape.capacity + kDecodeSplitGranule - 1) / kDecodeSplitGranule;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(most, wave / row_heads)));
 }
 
 cudaError_t launch_decode_attention(const DecodeAttentionArgs& args, ElementType type, const void* q, const void* k_cache,
                                     const void* v_cache, float* part_acc, float* part_max, float* part_sum, void* out,
                                     cudaStream_t stream) {
+  if (args.splits < 1) return cudaErrorInvalidValue;
   switch (type) {
     case ElementType::kFloat32: return launch_typed<float>(args, q, k_cache, v_cache, part_acc, part_max, part_sum, out, stream);
     case ElementType::kFloat16: return launch_typed<__half>(args, q, k_cache, v_cache, part_acc, part_max, part_sum, out, stream);

@@ -18,25 +18,15 @@ __device__ inline float warp_sum(float x) {
   return x;
 }
 
-// The two elements packed in a 32-bit word, in float.
-__device__ inline float2 unpack2(uint32_t word, const __nv_bfloat16*) {
-  return make_float2(__uint_as_float(word << 16), __uint_as_float(word & 0xffff0000u));
-}
-__device__ inline float2 unpack2(uint32_t word, const __half*) {
-  return __half22float2(*reinterpret_cast<const __half2*>(&word));
-}
-
 // The dot product of two 16-byte vectors of 8 elements of T, in float.
 template <typename T>
 __device__ inline float dot8(const uint4& a, const uint4& b) {
-  const uint32_t wa[4] = {a.x, a.y, a.z, a.w}, wb[4] = {b.x, b.y, b.z, b.w};
+  float fa[8], fb[8];
+  unpack<T>(a, fa);
+  unpack<T>(b, fb);
   float sum = 0.f;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 fa = unpack2(wa[i], static_cast<const T*>(nullptr));
-    const float2 fb = unpack2(wb[i], static_cast<const T*>(nullptr));
-    sum = fmaf(fa.x, fb.x, fmaf(fa.y, fb.y, sum));
-  }
+  for (int i = 0; i < 8; ++i) sum = fmaf(fa[i], fb[i], sum);
   return sum;
 }
 
