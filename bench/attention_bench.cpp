@@ -30,12 +30,14 @@ template <typename F>
 double seconds_per_call(const t2::model::Placement& placement, int iterations, F&& call) {
   constexpr int kCallsPerGraph = 20;
   at::cuda::CUDAGraph graph;
+  placement.synchronize();  // the inputs were made on the default stream; the capture runs on a side one
   {
     const c10::cuda::CUDAStreamGuard stream(c10::cuda::getStreamFromPool());
     call();  // outside the capture: first-call set-up
     graph.capture_begin();
     for (int i = 0; i < kCallsPerGraph; ++i) call();
     graph.capture_end();
+    c10::cuda::getCurrentCUDAStream().synchronize();
   }
   graph.replay();
   placement.synchronize();
