@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <ATen/core/grad_mode.h>
+
 #include "t2/common/errors.hpp"
 #include "t2/model/decode_attention.hpp"
 #include "t2/model/fused_ops.hpp"
@@ -191,14 +193,18 @@ void Transformer::write_kv(int64_t layer, const at::Tensor& k, const at::Tensor&
   cache_v.view({rows, config_.num_kv_heads, config_.head_dim}).index_copy_(0, attn.write_rows, v);
 }
 
+bool Transformer::uses_fused_ops() const {
+  // Inference only: the fused steps write through raw pointers, so training (autograd) takes the eager ops.
+  return fused_ops_available(placement_.device, placement_.dtype) && !at::GradMode::is_enabled();
+}
+
 at::Tensor Transformer::decode_layers(at::Tensor hidden, const Attention& attn, const AdapterBatch& adapters,
                                       KVCache* cache) const {
   const int64_t N = attn.tokens;
   const int64_t H = config_.num_heads;
   const int64_t KV = config_.num_kv_heads;
   const int64_t D = config_.head_dim;
-  // Inference on CUDA: the elementwise steps as fused kernels (training needs autograd).
-  if (cache != nullptr && fused_ops_available(placement_.device)) return decode_layers_fused(std::move(hidden), attn, adapters, *cache);
+  if (cache != nullptr && uses_fused_ops()) return decode_layers_fused(std::move(hidden), attn, adapters, *cache);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     const LayerWeights& lw = weights_.layers[static_cast<size_t>(l)];
     const auto project = [&](Projection p, const at::Tensor& x) {
@@ -316,7 +322,7 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
 
   Attention attn;
   attn.tokens = N;
-  set_positions(attn, to_device(positions), /*fused=*/fused_ops_available(placement_.device));
+  set_positions(attn, to_device(positions), /*fused=*/uses_fused_ops());
   attn.write_rows = to_device(write_rows);
 
   // Single-token chunks attend together; so do the longer ones, padded to the longest.
@@ -408,7 +414,7 @@ at::Tensor Transformer::decode(const DecodeInputs& in, KVCache& cache, const Ada
   const int64_t G = config_.num_heads / config_.num_kv_heads;
   Attention attn;
   attn.tokens = N;
-  set_positions(attn, in.positions, /*fused=*/fused_ops_available(placement_.device));
+  set_positions(attn, in.positions, /*fused=*/uses_fused_ops());
   attn.write_rows = in.slots * cache.capacity() + in.positions;
   AttentionGroup g;
   g.batch = N;

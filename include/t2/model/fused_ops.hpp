@@ -1,14 +1,15 @@
-// Fused elementwise steps of a decoder layer on CUDA (residual add + RMSNorm,
-// RoPE with the KV-cache write, SwiGLU), each one kernel instead of several
-// eager ones. Inference only (no autograd); where the build or device has no
-// kernels the transformer runs the same math as eager ATen ops.
+// Fused elementwise steps of a decoder layer (residual add + RMSNorm, RoPE
+// with the KV-cache write, SwiGLU), each one kernel on CUDA or one loop on
+// the CPU (float32) instead of several eager ops. Inference only (no
+// autograd); elsewhere the transformer runs the same math as eager ATen ops.
 #pragma once
 
 #include <ATen/ATen.h>
 
 namespace t2::model {
 
-bool fused_ops_available(const at::Device& device);
+// CUDA in a build with t2's kernels (float32, float16, bfloat16), or the CPU in float32.
+bool fused_ops_available(const at::Device& device, at::ScalarType dtype);
 
 // hidden += delta (when defined), in place; returns rms_norm(hidden) * weight.
 at::Tensor add_rms_norm(at::Tensor& hidden, const at::Tensor& delta, const at::Tensor& weight, double eps);

@@ -85,7 +85,8 @@ class Transformer {
   // hidden [N, hidden] for N packed tokens -> the final norm's output [N, hidden].
   at::Tensor decode_layers(at::Tensor hidden, const Attention& attention, const AdapterBatch& adapters,
                            KVCache* cache) const;
-  // The same with the elementwise steps fused (fused_ops.hpp): CUDA inference.
+  // The same with the elementwise steps fused (fused_ops.hpp), for inference.
+  bool uses_fused_ops() const;
   at::Tensor decode_layers_fused(at::Tensor hidden, const Attention& attention, const AdapterBatch& adapters,
                                  KVCache& cache) const;
   // The call's token positions, and the RoPE tables gathered for them unless the fused kernels run.
