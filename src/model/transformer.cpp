@@ -23,7 +23,7 @@ struct Transformer::AttentionGroup {
   int64_t offset = 0;
   at::Tensor real_cells;     // grid cells holding real tokens (with `gather`)
   at::Tensor real_tokens;    // their packed token indices
-  at::Tensor mask;           // [B, 1, G * T, L] bool, true = may attend (G query heads per KV head)
+  at::Tensor mask;           // [B, 1, G * T, L] bool, true = may attend (G query heads per KV head); undefined: every key
   at::Tensor read_slots;     // [B] cache slots, or undefined when they are first_slot.. contiguous
   int64_t first_slot = 0;
   // Single-token rows on the decode kernel (instead of `mask`): their slots and visible keys.
@@ -168,7 +168,8 @@ at::Tensor Transformer::attend_masked(int64_t layer, const at::Tensor& q, const 
   // Grouped-query attention without copying K/V: the G query heads that
   // share a KV head are stacked along the query axis.
   const at::Tensor grouped_q = q.view({B, T, KV, G, D}).permute({0, 2, 3, 1, 4}).reshape({B, KV, G * T, D});
-  return at::scaled_dot_product_attention(grouped_q, keys.transpose(1, 2), values.transpose(1, 2), g.mask, 0.0, false,
+  const std::optional<at::Tensor> mask = g.mask.defined() ? std::optional<at::Tensor>(g.mask) : std::nullopt;
+  return at::scaled_dot_product_attention(grouped_q, keys.transpose(1, 2), values.transpose(1, 2), mask, 0.0, false,
                                           attention_scale())
       .view({B, KV, G, T, D})
       .permute({0, 3, 1, 2, 4})
@@ -375,9 +376,15 @@ at::Tensor Transformer::forward(const std::vector<Chunk>& chunks, KVCache& cache
       attn.groups.push_back(std::move(g));
       continue;
     }
-    g.mask = grouped_mask(attention_mask(to_device(group_starts), to_device(group_counts), g.length, g.key_length,
-                                         config_.sliding_window),
-                          G);
+    // Decode rows that all see every key of the span need no mask, and SDPA runs faster without one.
+    const bool sees_every_key =
+        single && std::all_of(group_starts.begin(), group_starts.end(), [&](int64_t start) { return start + 1 == g.key_length; }) &&
+        (!config_.sliding_window || g.key_length <= *config_.sliding_window);
+    if (!sees_every_key) {
+      g.mask = grouped_mask(attention_mask(to_device(group_starts), to_device(group_counts), g.length, g.key_length,
+                                           config_.sliding_window),
+                            G);
+    }
     bool contiguous = true;
     for (size_t i = 1; i < slots.size(); ++i) contiguous = contiguous && slots[i] == slots[0] + static_cast<int64_t>(i);
     if (contiguous) {
