@@ -64,6 +64,7 @@ Engine::Engine(const model::Transformer& model, std::optional<tokenizer::Tokeniz
 
 int64_t Engine::capture_decode_graphs() {
   if (!runner_ || !runner_->uses_graphs()) return 0;
+  c10::InferenceMode inference;  // as in step(): the graphs must hold the inference path (fused ops) that steps replay
   model::StepWeights base;
   base.dense = &model_.base_projections();
   int64_t captured = runner_->capture(base);
