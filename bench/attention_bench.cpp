@@ -1,8 +1,8 @@
 // t2::model::decode_attention (the split-K decode kernel, reading each row's
 // used keys in place from the [slots, capacity, kv_heads, head_dim] cache)
 // against SDPA (flash / memory-efficient) on the same keys sliced to the used
-// length, on the Llama-3-8B head layout (32 query heads, 8 KV heads, 128),
-// bf16, one query token per row; the effective bandwidth on the K/V bytes read,
+// length, and against FlashAttention's varlen kernel on the cache in place;
+// Llama-3-8B head layout (32 query heads, 8 KV heads, 128), bf16, one query token per row; the effective bandwidth on the K/V bytes read,
 // timed in CUDA graphs as a decode step runs them; one JSON line per case.
 //   t2_attention_bench [ITERATIONS [ROWS:LENGTH:CAPACITY ...]]   (on a CUDA machine; default: the cases below)
 #include <algorithm>
@@ -95,8 +95,21 @@ int main(int argc, char** argv) {
       return at::scaled_dot_product_attention(q4, used_k, used_v, {}, 0.0, false, scale, /*enable_gqa=*/true);
     };
     const double sdpa_s = seconds_per_call(placement, iterations, peer_call);
+    // A second peer on t2's own problem: FlashAttention's variable-length kernel reading the cache in
+    // place, each row's keys starting at its slot's offset of the flat cache, seqused_k its length.
+    const auto i32 = at::TensorOptions().device(placement.device).dtype(at::kInt);
+    const at::Tensor cu_q = at::arange(c.rows + 1, i32);
+    const at::Tensor cu_k = at::cat({slots.to(at::kInt) * c.capacity, at::full({1}, c.rows * c.capacity, i32)});
+    const at::Tensor used = lengths.to(at::kInt);
+    const at::Tensor flat_k = k.view({c.rows * c.capacity, KV, D}), flat_v = v.view({c.rows * c.capacity, KV, D});
+    const auto varlen_call = [&] {
+      return std::get<0>(at::_flash_attention_forward(q, flat_k, flat_v, cu_q, cu_k, 1, c.capacity, 0.0, false, false, scale,
+                                                      std::nullopt, std::nullopt, used));
+    };
+    const double varlen_s = seconds_per_call(placement, iterations, varlen_call);
     const at::Tensor ours = ours_call().view({c.rows, H, D}).to(at::kFloat);
     const at::Tensor peer = peer_call().squeeze(2).to(at::kFloat);
+    const at::Tensor varlen = varlen_call().view({c.rows, H, D}).to(at::kFloat);
     const double bytes = 2.0 * static_cast<double>(c.rows * c.length * KV * D) * static_cast<double>(k.element_size());
     std::cout << nlohmann::json{{"rows", c.rows},
                                 {"length", c.length},
@@ -105,7 +118,10 @@ int main(int argc, char** argv) {
                                 {"sdpa_us", sdpa_s * 1e6},
                                 {"t2_tb_per_s", bytes / t2_s / 1e12},
                                 {"sdpa_tb_per_s", bytes / sdpa_s / 1e12},
-                                {"max_abs_diff", (ours - peer).abs().max().item<double>()}}
+                                {"max_abs_diff", (ours - peer).abs().max().item<double>()},
+                                {"flash_varlen_us", varlen_s * 1e6},
+                                {"flash_varlen_tb_per_s", bytes / varlen_s / 1e12},
+                                {"flash_varlen_max_abs_diff", (varlen - peer).abs().max().item<double>()}}
                      .dump()
               << std::endl;
   }
