@@ -13,12 +13,6 @@ namespace t2::model {
 
 #ifdef T2_CUDA_KERNELS
 
-namespace {
-
-bool aligned(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
-
-}  // namespace
-
 bool decode_attention_available(const at::Device& device, int64_t group, int64_t head_dim) {
   return device.is_cuda() && cuda::decode_attention_supports(static_cast<int>(group), static_cast<int>(head_dim));
 }
@@ -34,8 +28,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache_k, cons
     throw Error("decode attention: inconsistent query, cache or index tensors");
   }
   // The kernel reads 16-byte vectors: rows of whole vectors (decode_attention_supports), starting aligned.
-  const at::Tensor query = aligned(q) && q.is_contiguous() ? q : q.clone(at::MemoryFormat::Contiguous);
-  if (!aligned(cache_k) || !aligned(cache_v)) throw Error("decode attention: cache not 16-byte aligned");
+  const at::Tensor query = cuda::aligned16(q) && q.is_contiguous() ? q : q.clone(at::MemoryFormat::Contiguous);
+  if (!cuda::aligned16(cache_k) || !cuda::aligned16(cache_v)) throw Error("decode attention: cache not 16-byte aligned");
   const at::Tensor slot_index = slots.contiguous();
   const at::Tensor lengths = key_lengths.contiguous();
   cuda::DecodeAttentionArgs args{};

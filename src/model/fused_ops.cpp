@@ -1,5 +1,6 @@
 #include "t2/model/fused_ops.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -31,8 +32,8 @@ at::Tensor dense_rows(const at::Tensor& t, int64_t width) {
 }
 
 // The CPU versions: float32 loops over the rows. At decode on a small model
-// each eager op costs microseconds of dispatch for a few dozen elements
-// (at::rms_norm about 17 us for 64), so plain loops are what the step needs.
+// each eager op costs microseconds of dispatch for a few dozen elements, so
+// plain loops are what the step needs (bench/RESULTS.md).
 
 void add_rms_norm_cpu(at::Tensor& hidden, const at::Tensor& delta, const at::Tensor& weight, at::Tensor& out, double eps) {
   const int64_t width = hidden.size(-1), rows = hidden.numel() / width;
@@ -63,6 +64,10 @@ void rotate(const float* x, float* y, int64_t heads, int64_t D, const float* c, 
   }
 }
 
+#ifndef T2_CUDA_KERNELS
+[[noreturn]] void no_cuda_kernels() { throw Error("fused ops: this build has no CUDA kernels"); }
+#endif
+
 }  // namespace
 
 bool fused_ops_available(const at::Device& device, at::ScalarType dtype) {
@@ -89,7 +94,7 @@ at::Tensor add_rms_norm(at::Tensor& hidden, const at::Tensor& delta, const at::T
                      "add_rms_norm kernel");
   return out;
 #else
-  throw Error("fused ops: this build has no CUDA kernels");
+  no_cuda_kernels();
 #endif
 }
 
@@ -106,14 +111,15 @@ at::Tensor rope_and_cache_write(const at::Tensor& q, const at::Tensor& k, const 
   if (on_cpu(q)) {
     const float* table_cos = cos.data_ptr<float>();
     const float* table_sin = sin.data_ptr<float>();
+    const int64_t* position = pos.data_ptr<int64_t>();
+    const int64_t* row = rows.data_ptr<int64_t>();
     for (int64_t n = 0; n < N; ++n) {
-      const int64_t p = pos.data_ptr<int64_t>()[n], row = rows.data_ptr<int64_t>()[n];
-      const float* c = table_cos + p * D;
-      const float* s = table_sin + p * D;
+      const float* c = table_cos + position[n] * D;
+      const float* s = table_sin + position[n] * D;
       rotate(qr.data_ptr<float>() + n * qr.stride(0), out.data_ptr<float>() + n * H * D, H, D, c, s);
-      rotate(kr.data_ptr<float>() + n * kr.stride(0), cache_k.data_ptr<float>() + row * KV * D, KV, D, c, s);
+      rotate(kr.data_ptr<float>() + n * kr.stride(0), cache_k.data_ptr<float>() + row[n] * KV * D, KV, D, c, s);
       const float* value = vr.data_ptr<float>() + n * vr.stride(0);
-      std::copy(value, value + KV * D, cache_v.data_ptr<float>() + row * KV * D);
+      std::copy(value, value + KV * D, cache_v.data_ptr<float>() + row[n] * KV * D);
     }
     return out;
   }
@@ -126,7 +132,7 @@ at::Tensor rope_and_cache_write(const at::Tensor& q, const at::Tensor& k, const 
                      "rope kernel");
   return out;
 #else
-  throw Error("fused ops: this build has no CUDA kernels");
+  no_cuda_kernels();
 #endif
 }
 
@@ -150,7 +156,7 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
                      "silu_mul kernel");
   return out;
 #else
-  throw Error("fused ops: this build has no CUDA kernels");
+  no_cuda_kernels();
 #endif
 }
 

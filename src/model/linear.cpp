@@ -13,25 +13,19 @@ namespace t2::model {
 
 #ifdef T2_CUDA_KERNELS
 
-namespace {
-
-bool aligned(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
-
-}  // namespace
-
 bool uses_gemv_kernel(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   const bool tracked = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() ||
                                                       (bias.defined() && bias.requires_grad()));
   const auto type = x.scalar_type();
   return !tracked && x.is_cuda() && (type == at::kBFloat16 || type == at::kHalf) && x.dim() == 2 && x.size(0) == 1 && weight.dim() == 2 && weight.scalar_type() == type &&
          weight.device() == x.device() && weight.size(1) == x.size(1) && x.size(1) % 8 == 0 && weight.is_contiguous() &&
-         aligned(weight) && (!bias.defined() || (bias.scalar_type() == type && bias.is_contiguous() && bias.dim() == 1));
+         cuda::aligned16(weight) && (!bias.defined() || (bias.scalar_type() == type && bias.is_contiguous() && bias.dim() == 1));
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   if (!uses_gemv_kernel(x, weight, bias)) return bias.defined() ? at::linear(x, weight, bias) : at::linear(x, weight);
   at::Tensor input = x.contiguous();
-  if (!aligned(input)) input = input.clone();
+  if (!cuda::aligned16(input)) input = input.clone();
   at::Tensor y = at::empty({1, weight.size(0)}, x.options());
   cuda::check_launch(cuda::launch_gemv(cuda::element_type(x), input.data_ptr(), weight.data_ptr(),
                                        bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(), x.size(1), weight.size(0),

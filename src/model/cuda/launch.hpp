@@ -2,6 +2,7 @@
 // tensor, the stream to launch on, and launch errors as t2::Error.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -20,6 +21,9 @@ inline ElementType element_type(const at::Tensor& t) {
     default: throw Error(std::string("t2's CUDA kernels do not support ") + c10::toString(t.scalar_type()));
   }
 }
+
+// t2's kernels stream 16-byte vectors: their tensors must start on a 16-byte boundary.
+inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
 inline cudaStream_t stream_of(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.get_device()); }
 
