@@ -221,7 +221,7 @@ TEST(DecodeAttention, MatchesPlainAttentionOnCuda) {
   };
   for (const Shape shape : {Shape{32, 8, 128, {}}, Shape{8, 4, 8, {}}, Shape{28, 4, 128, {}}, Shape{16, 16, 64, 100},
                             Shape{8, 1, 256, {}}}) {
-    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    for (const auto dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
       const auto options = at::TensorOptions().device(at::kCUDA).dtype(dtype);
       const int64_t slots = 6, capacity = 700, D = shape.head_dim, H = shape.heads, KV = shape.kv_heads;
       const at::Tensor k = at::randn({slots, capacity, KV, D}, options);

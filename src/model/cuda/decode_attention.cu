@@ -7,21 +7,20 @@
 // read from device memory, so one launch (and one CUDA graph) serves any lengths.
 #include "decode_attention_kernel.hpp"
 
+#include "decode_attention_mma.cuh"
+#include "decode_attention_split.cuh"
 #include "element.cuh"
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 namespace t2::model::cuda {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
-constexpr int kMaxGroup = 8;            // query heads per KV head
 constexpr int kMaxHeadDim = 256;
 constexpr int kTile = 128;              // keys scored at a time: their scores live in shared memory
 constexpr int kUnroll = 4;              // keys in flight per lane team
-constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ inline float warp_max(float x) {
   for (int offset = 16; offset > 0; offset >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
@@ -32,36 +31,6 @@ __device__ inline float warp_sum(float x) {
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
   return x;
 }
-
-struct KeyRange {
-  int64_t begin, end;  // visible keys [begin, end)
-};
-
-__device__ inline KeyRange visible_keys(const int64_t* lengths, int n, int window) {
-  const int64_t end = lengths[n];
-  const int64_t begin = window > 0 && end > window ? end - window : 0;
-  return {begin, end};
-}
-
-// A row's visible keys in `splits` even parts of whole granules (one
-// division per block: 64-bit division is slow on the GPU), so that a short
-// row leaves its last splits empty.
-struct Splits {
-  KeyRange keys;
-  int64_t per_split;
-
-  __device__ Splits(const KeyRange& visible, int splits)
-      : keys(visible),
-        per_split(((visible.end - visible.begin + kDecodeSplitGranule - 1) / kDecodeSplitGranule + splits - 1) / splits *
-                  kDecodeSplitGranule) {}
-
-  __device__ KeyRange operator[](int split) const {
-    const int64_t begin = keys.begin + split * per_split;
-    return {begin, min(keys.end, begin + per_split)};
-  }
-  // The splits that hold keys: a prefix.
-  __device__ int used() const { return static_cast<int>((keys.end - keys.begin + per_split - 1) / per_split); }
-};
 
 // grid (splits, kv_heads, rows); block kThreads; scores in log2 units.
 // A warp's lanes form teams of a.team lanes, each team holding one key: a
@@ -240,15 +209,33 @@ __global__ void merge_kernel(DecodeAttentionArgs a, const float* __restrict__ pa
   out[(static_cast<int64_t>(n) * a.heads + h) * a.head_dim + d] = from_float<T>(value / sum);
 }
 
-// The partial kernel for a head layout, with the lanes that share a key.
+// The partial kernel for a head layout: tensor cores for half and bfloat16
+// heads of 64, 128 or 256 on GPUs that have them (mma.sync: compute
+// capability 8.0 on), else CUDA cores with the lanes that share a key.
 template <typename T>
 struct PartialLaunch {
   void (*kernel)(DecodeAttentionArgs, const T*, const T*, const T*, float*, float*, float*);
-  int team;  // the power of two that covers head_dim
+  int team;  // the CUDA-core kernel's: the power of two that covers head_dim
 };
+
+bool has_mma() {
+  int device = 0, major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
+}
 
 template <typename T>
 PartialLaunch<T> partial_launch(int group, int head_dim) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (has_mma()) {
+      switch (head_dim) {
+        case 64: return {mma_partial_kernel<T, 64>, 0};
+        case 128: return {mma_partial_kernel<T, 128>, 0};
+        case 256: return {mma_partial_kernel<T, 256>, 0};
+        default: break;
+      }
+    }
+  }
   constexpr int kOne = kVectorElements<T>;
   PartialLaunch<T> launch{};
   int elements_per_lane = kOne;
