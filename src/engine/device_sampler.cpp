@@ -2,11 +2,17 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <tuple>
 
 #include <ATen/ATen.h>
 
 #include "t2/common/errors.hpp"
+
+#ifdef T2_CUDA_KERNELS
+#include "../model/cuda/launch.hpp"
+#include "cuda/greedy_pick_kernel.hpp"
+#endif
 
 namespace t2::engine {
 namespace {
@@ -136,6 +142,21 @@ at::Tensor draw(const at::Tensor& penalised, const std::vector<const DeviceSampl
   return scores.argmax(-1);
 }
 
+// The host table's columns (token, logprob, finite) for rows all greedy
+// without penalties or top logprobs, in one kernel on CUDA; none elsewhere.
+#ifdef T2_CUDA_KERNELS
+std::optional<at::Tensor> greedy_table(const at::Tensor& raw) {
+  if (!raw.is_cuda() || raw.stride(1) != 1) return std::nullopt;
+  const at::Tensor table = at::empty({raw.size(0), 3}, raw.options().dtype(at::kDouble));
+  model::cuda::check_launch(cuda::launch_greedy_pick(raw.data_ptr<float>(), raw.size(0), raw.size(1), raw.stride(0),
+                                                     table.data_ptr<double>(), model::cuda::stream_of(raw)),
+                            "greedy pick kernel");
+  return table;
+}
+#else
+std::optional<at::Tensor> greedy_table(const at::Tensor&) { return std::nullopt; }
+#endif
+
 }  // namespace
 
 DeviceSamples sample_on_device(const at::Tensor& logits, const std::vector<DeviceSampleRow>& rows) {
@@ -147,8 +168,10 @@ DeviceSamples sample_on_device(const at::Tensor& logits, const std::vector<Devic
   const int64_t vocab = raw.size(1);
   const at::Device device = raw.device();
 
+  int top_k = 0;
+  for (const DeviceSampleRow& row : rows) top_k = std::max(top_k, row.top_logprobs);
+  top_k = static_cast<int>(std::min<int64_t>(top_k, vocab));
   const at::Tensor penalised = penalise(raw, rows);
-  at::Tensor chosen = penalised.argmax(-1);  // the greedy rows' tokens; ties go to the lowest id, as on the host
   std::vector<int64_t> drawing;
   std::vector<const DeviceSampleRow*> drawing_rows;
   for (int64_t r = 0; r < batch; ++r) {
@@ -156,25 +179,27 @@ DeviceSamples sample_on_device(const at::Tensor& logits, const std::vector<Devic
     drawing.push_back(r);
     drawing_rows.push_back(&rows[static_cast<size_t>(r)]);
   }
-  if (!drawing.empty()) {
-    const at::Tensor index = to_device(drawing, device);
-    chosen.index_copy_(0, index, draw(penalised.index_select(0, index), drawing_rows));
+  std::optional<at::Tensor> device_table;
+  if (drawing.empty() && top_k == 0 && penalised.is_same(raw)) device_table = greedy_table(raw);
+  if (!device_table) {
+    at::Tensor chosen = penalised.argmax(-1);  // the greedy rows' tokens; ties go to the lowest id, as on the host
+    if (!drawing.empty()) {
+      const at::Tensor index = to_device(drawing, device);
+      chosen.index_copy_(0, index, draw(penalised.index_select(0, index), drawing_rows));
+    }
+    // Everything the host needs in one tensor, so the step waits for the device once. Doubles hold
+    // token ids and float32 values exactly.
+    const at::Tensor logprob = raw.gather(1, chosen.unsqueeze(1)).squeeze(1) - raw.logsumexp(-1);
+    std::vector<at::Tensor> columns = {chosen.unsqueeze(1), logprob.unsqueeze(1), at::isfinite(raw).all(-1).unsqueeze(1)};
+    if (top_k > 0) {
+      const auto [values, indices] = raw.log_softmax(-1).topk(top_k, -1);
+      columns.push_back(indices);
+      columns.push_back(values);
+    }
+    for (at::Tensor& column : columns) column = column.to(at::kDouble);
+    device_table = at::cat(columns, 1);
   }
-
-  // Everything the host needs in one tensor, so the step waits for the device once. Doubles hold
-  // token ids and float32 values exactly.
-  const at::Tensor logprob = raw.gather(1, chosen.unsqueeze(1)).squeeze(1) - raw.logsumexp(-1);
-  std::vector<at::Tensor> columns = {chosen.unsqueeze(1), logprob.unsqueeze(1), at::isfinite(raw).all(-1).unsqueeze(1)};
-  int top_k = 0;
-  for (const DeviceSampleRow& row : rows) top_k = std::max(top_k, row.top_logprobs);
-  top_k = static_cast<int>(std::min<int64_t>(top_k, vocab));
-  if (top_k > 0) {
-    const auto [values, indices] = raw.log_softmax(-1).topk(top_k, -1);
-    columns.push_back(indices);
-    columns.push_back(values);
-  }
-  for (at::Tensor& column : columns) column = column.to(at::kDouble);
-  const at::Tensor packed = at::cat(columns, 1).to(at::kCPU).contiguous();
+  const at::Tensor packed = device_table->to(at::kCPU).contiguous();
 
   const auto table = packed.accessor<double, 2>();
   for (int64_t r = 0; r < batch; ++r) {

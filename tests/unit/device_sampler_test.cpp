@@ -247,6 +247,37 @@ TEST(DeviceSampler, FlagsNonFiniteRowsOnly) {
   EXPECT_EQ(out.finite, (std::vector<bool>{true, false, true, false}));
 }
 
+// On CUDA a batch all greedy without penalties or top logprobs takes one
+// kernel; it must give the ATen path's table (here run on the CPU): ties to
+// the lowest id, the logprobs, the finite flags, and logits narrowed from a
+// wider row as the engine narrows a padded vocabulary.
+TEST(DeviceSampler, GreedyKernelGivesTheAtenPathsTableOnCuda) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(6);
+  const int64_t vocab = 128256;
+  at::Tensor wide = at::randn({6, vocab + 64}) * 4;
+  wide[1][70000] = 50.0f, wide[1][9] = 50.0f;      // a tie: id 9 wins
+  wide[2][vocab - 1] = 60.0f;                     // the last id
+  wide[3][5] = std::numeric_limits<float>::quiet_NaN();
+  wide[4][77] = -std::numeric_limits<float>::infinity();
+  wide[5][vocab + 10] = 1000.0f;                  // past the narrowed vocabulary: not seen
+  const at::Tensor logits = wide.narrow(1, 0, vocab);
+  std::vector<DeviceSampleRow> rows;
+  for (uint64_t r = 0; r < 6; ++r) rows.push_back(row(params(0.0), r));
+  const DeviceSamples cpu = sample_on_device(logits, rows);
+  const DeviceSamples cuda = sample_on_device(wide.cuda().narrow(1, 0, vocab), rows);
+  EXPECT_EQ(cuda.finite, cpu.finite);
+  EXPECT_EQ(cuda.finite, (std::vector<bool>{true, true, true, false, false, true}));
+  EXPECT_EQ(cuda.samples[1].token, 9);
+  EXPECT_EQ(cuda.samples[2].token, vocab - 1);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (!cpu.finite[r]) continue;
+    EXPECT_EQ(cuda.samples[r].token, cpu.samples[r].token) << "row " << r;
+    EXPECT_NEAR(cuda.samples[r].logprob, cpu.samples[r].logprob, 1e-4) << "row " << r;
+    EXPECT_TRUE(cuda.top[r].empty());
+  }
+}
+
 TEST(DeviceSampler, RejectsLogitsThatDoNotMatchTheRows) {
   EXPECT_THROW(sample_on_device(at::zeros({2, 8}), {row(params(0.0), 0)}), t2::Error);
 }

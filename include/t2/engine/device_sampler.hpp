@@ -3,7 +3,9 @@
 // owns the device half of sampling: penalties, greedy, temperature, top-k,
 // top-p and the draw, with the same distribution as Sampler::sample, plus the
 // logprobs, top logprobs and finiteness of each row, all returned in one
-// device-to-host copy. Pure ATen ops, so the CPU runs the code the GPU runs.
+// device-to-host copy. Pure ATen ops, so the CPU runs the code the GPU runs,
+// but for batches all greedy without penalties or top logprobs: on CUDA one
+// kernel takes those (src/engine/cuda/greedy_pick.cu).
 //
 // Draws are counter-based: a row's uniforms are a hash of (seed, counter,
 // token id), so its token depends on nothing else in the batch, and a

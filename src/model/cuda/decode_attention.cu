@@ -218,12 +218,6 @@ struct PartialLaunch {
   int team;  // the CUDA-core kernel's: the power of two that covers head_dim
 };
 
-bool has_mma() {
-  int device = 0, major = 0;
-  return cudaGetDevice(&device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
-}
-
 template <typename T>
 PartialLaunch<T> partial_launch(int group, int head_dim) {
   if constexpr (!std::is_same_v<T, float>) {

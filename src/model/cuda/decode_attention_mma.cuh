@@ -6,62 +6,21 @@
 //   scores^T: S[head][key]   = Q[head][dim] . K[key][dim]   (M = heads, N = keys, K = dims)
 //   values:   O^T[dim][head] = V^T[dim][key] . P^T[key][head] (M = dims, N = heads, K = keys)
 // The cache holds keys by row, dims contiguous, so K is already the "col"
-// operand the score mma wants and needs no shuffling. Because a dot product
-// does not care in which order its terms come, each lane loads 16 contiguous
-// bytes and the fragments treat them as the k-indices the hardware assigns to
-// that lane (A and B permuted alike). V^T needs pairs of keys per register:
+// operand the score mma wants and needs no shuffling; each lane loads 16
+// contiguous bytes of a row (mma.cuh: both operands permuted alike). V^T needs pairs of keys per register:
 // one byte permute per register builds them from two keys' 16-byte loads.
 // The score mma's output fragment (head = lane group, keys by lane in group)
 // is exactly the P^T fragment of the value mma, so P never leaves registers.
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include "decode_attention_split.cuh"
+#include "mma.cuh"
 
 namespace t2::model::cuda {
 
 constexpr int kMmaKeys = 16;  // keys a warp takes per step: one k-step of the value mma, two n-tiles of the score mma
-
-// c += a (16x16, row) * b (16x8, col), fp32 accumulators; registers as PTX's
-// m16n8k16 fragments: lane = 4 * group + thread_in_group.
-template <typename T>
-__device__ inline void mma_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                   uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  } else {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-#else
-  __trap();  // the launcher picks this kernel on compute capability 8.0 and later only
-#endif
-}
-
-// Two floats as one register of two T, the first in the low half.
-template <typename T>
-__device__ inline uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&pair);
-  } else {
-    const __half2 pair = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&pair);
-  }
-}
-
-__device__ inline uint32_t word(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
-__device__ inline uint32_t low_halves(uint32_t x, uint32_t y) { return __byte_perm(x, y, 0x5410); }
-__device__ inline uint32_t high_halves(uint32_t x, uint32_t y) { return __byte_perm(x, y, 0x7632); }
 
 // grid (splits, kv_heads, rows); block kThreads. Lane (group r, thread t):
 // holds query head r (heads past G and the mma's rows 8..15 are zeros); in a
