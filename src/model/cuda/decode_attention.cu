@@ -5,6 +5,9 @@
 // kernel merges the splits' softmax partials. The split count depends on the
 // shape only (enough blocks for one wave of the GPU); lengths and slots are
 // read from device memory, so one launch (and one CUDA graph) serves any lengths.
+// Two partial kernels write the same partials: on tensor cores for half and
+// bfloat16 heads of 64, 128 and 256 (decode_attention_mma.cuh), and on CUDA
+// cores below for the rest (float32, other head sizes, GPUs before sm_80).
 #include "decode_attention_kernel.hpp"
 
 #include "decode_attention_mma.cuh"
