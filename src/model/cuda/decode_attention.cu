@@ -66,11 +66,14 @@ __global__ void __launch_bounds__(kThreads)
   const int stride = kWarps * teams;       // keys the block takes per step
   const int64_t row_stride = static_cast<int64_t>(a.kv_heads) * D;
   const int64_t base = a.slots[n] * a.capacity * row_stride + static_cast<int64_t>(kv) * D + first_dim;
-  const auto load = [&](const T* cache, int64_t key, bool live, uint4 (&out)[kVectors]) {
+  // The kUnroll keys of a step (tile + step + u * stride), zeros past the tile's count.
+  const auto load_step = [&](const T* cache, int64_t tile, int step, int count, uint4 (&out)[kUnroll][kVectors]) {
 #pragma unroll
-    for (int p = 0; p < kVectors; ++p) {
-      out[p] = live && holds_dims ? __ldg(reinterpret_cast<const uint4*>(cache + base + key * row_stride) + p)
-                                  : make_uint4(0, 0, 0, 0);
+    for (int u = 0; u < kUnroll; ++u) {
+      const bool live = step + u * stride < count && holds_dims;
+      const T* row = cache + base + (tile + step + u * stride) * row_stride;
+#pragma unroll
+      for (int p = 0; p < kVectors; ++p) out[u][p] = live ? __ldg(reinterpret_cast<const uint4*>(row) + p) : make_uint4(0, 0, 0, 0);
     }
   };
   const auto unpack_all = [](const uint4 (&in)[kVectors], float (&out)[kPerLane]) {
@@ -99,8 +102,7 @@ __global__ void __launch_bounds__(kThreads)
     // shuffles (keys past the tile score zeros), so the teams stay in step.
     for (int step = warp * teams + team; step - team < count; step += stride * kUnroll) {
       uint4 raw[kUnroll][kVectors];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) load(k_cache, tile + step + u * stride, step + u * stride < count, raw[u]);
+      load_step(k_cache, tile, step, count, raw);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int key = step + u * stride;
@@ -150,8 +152,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     for (int step = warp * teams + team; step - team < count; step += stride * kUnroll) {
       uint4 raw[kUnroll][kVectors];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) load(v_cache, tile + step + u * stride, step + u * stride < count, raw[u]);
+      load_step(v_cache, tile, step, count, raw);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int key = step + u * stride;
@@ -181,15 +182,10 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   __syncthreads();
-  const int64_t out_row = (static_cast<int64_t>(n) * a.heads + kv * G) * a.splits + split;  // + g * splits
+  const Partials out{part_acc, part_max, part_sum};
   for (int i = threadIdx.x; i < G * D; i += kThreads) {
     const int g = i / D, d = i % D;
-    const int64_t row = out_row + static_cast<int64_t>(g) * a.splits;
-    part_acc[row * D + d] = values[g][d];
-    if (d == 0) {
-      part_max[row] = running_max[g];
-      part_sum[row] = running_sum[g];
-    }
+    out.store(a, n, kv * G + g, split, d, values[g][d], running_max[g], running_sum[g]);
   }
 }
 
@@ -200,7 +196,7 @@ __global__ void merge_kernel(DecodeAttentionArgs a, const float* __restrict__ pa
   const int h = blockIdx.x, n = blockIdx.y, d = threadIdx.x;
   if (d >= a.head_dim) return;
   const int used = Splits(visible_keys(a.lengths, n, a.window), a.splits).used();
-  const int64_t base = (static_cast<int64_t>(n) * a.heads + h) * a.splits;
+  const int64_t base = Partials::row(a, n, h, 0);
   float best = -INFINITY;
   for (int s = 0; s < used; ++s) best = fmaxf(best, part_max[base + s]);
   float sum = 0.f, value = 0.f;

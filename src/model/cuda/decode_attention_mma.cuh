@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kThreads, kHeadDim <= 64 ? 4 : kHeadDim <= 128
   __syncthreads();
 
   // The block's partial: the warps' sums rescaled to their common max (a warp without keys has max -inf, weight 0).
-  const int64_t out_row = (static_cast<int64_t>(n) * a.heads + kv * G) * a.splits + split;  // + g * splits
+  const Partials out{part_acc, part_max, part_sum};
   for (int i = threadIdx.x; i < G * kHeadDim; i += kThreads) {
     const int g = i / kHeadDim, d = i % kHeadDim;
     float best = -INFINITY;
@@ -158,9 +158,7 @@ __global__ void __launch_bounds__(kThreads, kHeadDim <= 64 ? 4 : kHeadDim <= 128
       value += warp_acc[w][g][d] * weight;
       sum += warp_sum[w][g] * weight;
     }
-    const int64_t row = out_row + static_cast<int64_t>(g) * a.splits;
-    part_acc[row * kHeadDim + d] = value;
-    if (d == 0) part_max[row] = best, part_sum[row] = sum;
+    out.store(a, n, kv * G + g, split, d, value, best, sum);
   }
 }
 

@@ -43,4 +43,23 @@ struct Splits {
   __device__ int used() const { return static_cast<int>((keys.end - keys.begin + per_split - 1) / per_split); }
 };
 
+// A split's softmax partials for the merge, per (row, query head, split):
+// the unnormalised sums over head_dim, the max (log2 units) and the sum of
+// exp2(score - max); [rows, heads, splits](, head_dim).
+struct Partials {
+  float* acc;
+  float* max;
+  float* sum;
+
+  __device__ static int64_t row(const DecodeAttentionArgs& a, int n, int head, int split) {
+    return (static_cast<int64_t>(n) * a.heads + head) * a.splits + split;
+  }
+  __device__ void store(const DecodeAttentionArgs& a, int n, int head, int split, int d, float value, float best,
+                        float total) const {
+    const int64_t r = row(a, n, head, split);
+    acc[r * a.head_dim + d] = value;
+    if (d == 0) max[r] = best, sum[r] = total;
+  }
+};
+
 }  // namespace t2::model::cuda
